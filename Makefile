@@ -1,0 +1,40 @@
+# The one entry point. Each target is a line or two; the logic lives in Python.
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: install run test test-e2e lint format bench pipeline manifests infra-lint images clean
+
+install:  ## create .venv with the package, dev tools, helm and the Debian tools (idempotent)
+	python3 tools/bootstrap.py
+
+run: install  ## end to end on the embedded defaults: simulate, train, evaluate, register
+	$(PY) -m fraud_detection.cli demo
+
+test: install  ## unit + integration tests (real local servers); e2e is opt-in
+	$(PY) -m pytest tests
+
+test-e2e: install  ## tests that need a Kubernetes cluster with KServe and Kubeflow
+	$(PY) -m pytest tests -m e2e
+
+lint: install  ## ruff format check, ruff lint, mypy
+	$(PY) -m ruff format --check . && $(PY) -m ruff check . && $(PY) -m mypy
+	$(VENV)/bin/actionlint
+
+format: install
+	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
+
+bench: install  ## benchmarks; results go to docs/PERFORMANCE.md
+	$(PY) -m bench
+
+infra-lint: install  ## parse every Bicep file, checkov on infra/, az bicep build where the Azure CLI exists
+	$(PY) tools/infra_lint.py
+
+pipeline: install  ## compile the training pipeline to build/pipelines/fraud-training.yaml
+	$(PY) -m fraud_detection.cli pipeline compile --output build/pipelines/fraud-training.yaml
+
+manifests: install  ## render the kustomize overlays to build/manifests/
+	$(PY) tools/render_manifests.py
+
+clean:
+	rm -rf build .fraud .pytest_cache .mypy_cache .ruff_cache
