@@ -251,7 +251,12 @@ def train_delay_test_split(
         today = frame[day_index == train_days + delay_days + offset]
         parts.append(today[~today[schema.CUSTOMER_ID].isin(known)])
     test = pd.concat(parts) if parts else frame.iloc[0:0]
-    return TimeSplit(train=train, test=test, train_start=start, test_start=start + pd.Timedelta(days=train_days + delay_days))
+    return TimeSplit(
+        train=train,
+        test=test,
+        train_start=start,
+        test_start=start + pd.Timedelta(days=train_days + delay_days),
+    )
 
 
 def _utc_day(value: pd.Timestamp | str) -> pd.Timestamp:
@@ -355,7 +360,9 @@ def backtest(
     first = _utc_day(start)
     results = []
     for i in range(folds):
-        split = train_delay_test_split(frame, first + pd.Timedelta(days=i * step_days), train_days, delay_days, test_days)
+        split = train_delay_test_split(
+            frame, first + pd.Timedelta(days=i * step_days), train_days, delay_days, test_days
+        )
         if split.train.empty or split.test.empty or split.train[schema.LABEL].sum() == 0:
             raise ValueError(
                 f"fold {i}: training window from {split.train_start.date()} or test window from "
@@ -365,7 +372,13 @@ def backtest(
         metrics = compute_metrics(split.test, scores, threshold, review_cost)
         LOG.info("fold %d: %s", i, {k: round(v, 4) for k, v in metrics.as_dict().items()})
         results.append(
-            FoldResult(str(split.train_start.date()), str(split.test_start.date()), len(split.train), len(split.test), metrics)
+            FoldResult(
+                str(split.train_start.date()),
+                str(split.test_start.date()),
+                len(split.train),
+                len(split.test),
+                metrics,
+            )
         )
         if progress is not None:
             progress(i)
@@ -462,7 +475,14 @@ def plot_curves(labels: np.ndarray, scores: np.ndarray, out_dir: Path, title: st
     paths = {}
     for kind, (x, y, xl, yl, label, diag) in {
         "roc": (fpr, tpr, "false positive rate", "true positive rate", f"ROC AUC {auc:.3f}", True),
-        "pr": (recall, precision, "recall", "precision", f"AP {ap:.3f} (base rate {labels.mean():.4f})", False),
+        "pr": (
+            recall,
+            precision,
+            "recall",
+            "precision",
+            f"AP {ap:.3f} (base rate {labels.mean():.4f})",
+            False,
+        ),
     }.items():
         fig, ax = plt.subplots(figsize=(5, 4.5), dpi=100)
         ax.plot(x, y, lw=1.5, label=label)

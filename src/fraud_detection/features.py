@@ -102,9 +102,7 @@ def build_features(df: pd.DataFrame, config: FeatureConfig | None = None) -> pd.
     amount = df[schema.AMOUNT].to_numpy(dtype=np.float64)
     cust_codes, _ = pd.factorize(df[schema.CUSTOMER_ID], sort=False)
     term_codes, _ = pd.factorize(df[schema.TERMINAL_ID], sort=False)
-    label = (
-        df[schema.LABEL].to_numpy(dtype=np.float64) if schema.LABEL in df.columns else np.zeros(n, dtype=np.float64)
-    )
+    label = df[schema.LABEL].to_numpy(dtype=np.float64) if schema.LABEL in df.columns else np.zeros(n, dtype=np.float64)
     out: dict[str, np.ndarray] = {}
     if n == 0:
         frame = pd.DataFrame({name: np.zeros(0) for name in schema.FEATURES})

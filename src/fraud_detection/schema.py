@@ -70,12 +70,16 @@ def _feature_specs() -> tuple[FeatureSpec, ...]:
     for days in CUSTOMER_WINDOWS_DAYS:
         specs.append(
             FeatureSpec(
-                f"customer_tx_count_{days}d", f"customer's transactions over {days} day(s), this one included", 1.0
+                f"customer_tx_count_{days}d",
+                f"customer's transactions over {days} day(s), this one included",
+                1.0,
             )
         )
         specs.append(
             FeatureSpec(
-                f"customer_avg_amount_{days}d", f"customer's mean amount over {days} day(s), this one included", 0.0
+                f"customer_avg_amount_{days}d",
+                f"customer's mean amount over {days} day(s), this one included",
+                0.0,
             )
         )
     specs.append(
@@ -92,7 +96,9 @@ def _feature_specs() -> tuple[FeatureSpec, ...]:
     for days in TERMINAL_WINDOWS_DAYS:
         specs.append(
             FeatureSpec(
-                f"terminal_tx_count_{days}d", f"terminal's transactions over {days} day(s) before the label delay", 0.0
+                f"terminal_tx_count_{days}d",
+                f"terminal's transactions over {days} day(s) before the label delay",
+                0.0,
             )
         )
         specs.append(
@@ -213,9 +219,7 @@ def _to_utc(series: pd.Series, name: str) -> pd.Series:
         parsed = pd.to_datetime(series, utc=True, errors="coerce", format="mixed")
         bad = parsed.isna() & series.notna()
         if bad.any():
-            raise SchemaError(
-                f"column {name!r}: {int(bad.sum())} unparseable time(s), e.g. {series[bad].iloc[0]!r}"
-            )
+            raise SchemaError(f"column {name!r}: {int(bad.sum())} unparseable time(s), e.g. {series[bad].iloc[0]!r}")
     nulls = int(parsed.isna().sum())
     if nulls and name == EVENT_TIME:
         raise SchemaError(f"column {name!r}: {nulls} missing time(s)")

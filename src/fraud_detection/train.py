@@ -85,7 +85,7 @@ class TrainResult:
     n_calibration: int
 
 
-class CalibratedPipeline(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+class CalibratedPipeline(ClassifierMixin, BaseEstimator):
     """A fitted Pipeline followed by Platt scaling of its margin: ``p = 1 / (1 + exp(-(a * margin + b)))``.
 
     The margin is the Pipeline's ``decision_function`` (log-odds for boosting and logistic regression) or, for models

@@ -1,0 +1,49 @@
+"""Runtime settings from the environment (prefix ``FRAUD_``); only entry points construct them."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fraud_detection.store import ArtifactStore, open_store
+
+
+class Settings(BaseSettings):
+    """Platform settings. Secrets (S3 keys) come only from the environment and are never logged."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", extra="ignore", protected_namespaces=())
+
+    store_uri: str = Field(default=".fraud/store", description="directory or s3://bucket/prefix")
+    s3_endpoint: str | None = Field(default=None, description="S3 API endpoint, e.g. http://minio:9000")
+    s3_region: str | None = None
+    aws_access_key_id: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "FRAUD_S3_ACCESS_KEY")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "FRAUD_S3_SECRET_KEY")
+    )
+    model_name: str = "fraud-detector"
+    review_cost: float = Field(default=10.0, ge=0)
+    label_delay_days: int = Field(default=7, ge=0)
+    cache_dir: str = ".fraud/cache"
+    pushgateway_url: str | None = None
+    kfp_endpoint: str | None = None
+    kfp_namespace: str | None = None
+    kfp_token: SecretStr | None = None
+
+    def open_store(self, uri: str | None = None) -> ArtifactStore:
+        """Open the configured store (or another URI with the same credentials).
+
+        Args:
+            uri: Overrides ``store_uri``.
+
+        Returns:
+            The store.
+        """
+        return open_store(
+            uri or self.store_uri,
+            s3_endpoint=self.s3_endpoint,
+            access_key=self.aws_access_key_id.get_secret_value() if self.aws_access_key_id else None,
+            secret_key=self.aws_secret_access_key.get_secret_value() if self.aws_secret_access_key else None,
+            region=self.s3_region,
+        )

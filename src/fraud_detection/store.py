@@ -1,0 +1,292 @@
+"""Artifact store: a local directory (default) or S3/MinIO through the minio client.
+
+Both backends expose the same small key/value interface; everything above it (model versions, aliases, payload
+logs, reports) is written once against that interface. Each object write is atomic: the local backend writes a
+temporary file and renames it, S3 replaces an object in one PUT. Publishing a multi-file version relies on a
+completion marker written last (see :mod:`fraud_detection.registry`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from urllib.parse import urlparse
+
+LOG = logging.getLogger(__name__)
+
+
+class StoreError(RuntimeError):
+    """A store operation failed; the message names the key and the backend."""
+
+
+class ArtifactStore(ABC):
+    """Key/value object store with ``/``-separated keys."""
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write an object atomically (readers see the old or the new content, never a part).
+
+        Args:
+            key: Object key.
+            data: Content.
+        """
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes:
+        """Read an object.
+
+        Args:
+            key: Object key.
+
+        Returns:
+            The content.
+
+        Raises:
+            KeyError: No such object.
+        """
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Keys under a prefix, recursively, sorted.
+
+        Args:
+            prefix: Key prefix (a "folder" ends with ``/``).
+
+        Returns:
+            Matching keys.
+        """
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete an object if it exists.
+
+        Args:
+            key: Object key.
+        """
+
+    @abstractmethod
+    def uri(self, key: str = "") -> str:
+        """A URI for a key (``file`` path or ``s3://``).
+
+        Args:
+            key: Object key.
+
+        Returns:
+            The URI.
+        """
+
+    def exists(self, key: str) -> bool:
+        """Whether an object exists.
+
+        Args:
+            key: Object key.
+
+        Returns:
+            True when it exists.
+        """
+        try:
+            self.read_bytes(key)
+        except KeyError:
+            return False
+        return True
+
+    def upload_dir(self, local: Path, prefix: str, *, last: str | None = None) -> None:
+        """Upload every file of a directory under a prefix, optionally writing one named file last.
+
+        Args:
+            local: Source directory.
+            prefix: Destination key prefix (ending with ``/``).
+            last: Relative name of the file to write last (a completion marker), if any.
+        """
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        ordered = [p for p in files if p.relative_to(local).as_posix() != last]
+        ordered += [p for p in files if p.relative_to(local).as_posix() == last]
+        for path in ordered:
+            self.write_bytes(prefix + path.relative_to(local).as_posix(), path.read_bytes())
+
+    def download_dir(self, prefix: str, local: Path) -> Path:
+        """Download every object under a prefix into a directory.
+
+        Args:
+            prefix: Source key prefix (ending with ``/``).
+            local: Destination directory (created).
+
+        Returns:
+            The destination directory.
+        """
+        keys = self.list(prefix)
+        if not keys:
+            raise KeyError(f"nothing under {self.uri(prefix)}")
+        for key in keys:
+            dest = local / key[len(prefix) :]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(self.read_bytes(key))
+        return local
+
+
+class LocalStore(ArtifactStore):
+    """A directory on the local file system.
+
+    Args:
+        root: Root directory (created on first write).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents and path != self.root:
+            raise StoreError(f"key {key!r} escapes the store root {self.root}")
+        return path
+
+    def write_bytes(self, key: str, data: bytes) -> None:  # noqa: D102
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read_bytes(self, key: str) -> bytes:  # noqa: D102
+        path = self._path(key)
+        if not path.is_file():
+            raise KeyError(f"no object {key!r} in {self.root}")
+        return path.read_bytes()
+
+    def list(self, prefix: str) -> list[str]:  # noqa: D102
+        base = self._path(prefix.rstrip("/")) if prefix.rstrip("/") else self.root
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+
+    def delete(self, key: str) -> None:  # noqa: D102
+        self._path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str = "") -> str:  # noqa: D102
+        return str(self.root / key) if key else str(self.root)
+
+
+class S3Store(ArtifactStore):
+    """An S3 bucket and prefix (MinIO, SeaweedFS, AWS), through the minio client.
+
+    Args:
+        bucket: Bucket name.
+        prefix: Key prefix inside the bucket.
+        endpoint: ``http(s)://host:port`` of the S3 API.
+        access_key: Access key id (from the environment, never from code).
+        secret_key: Secret key (from the environment, never from code).
+        region: Optional region.
+        create_bucket: Create the bucket when missing.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        endpoint: str,
+        access_key: str | None,
+        secret_key: str | None,
+        region: str | None = None,
+        create_bucket: bool = True,
+    ) -> None:
+        from minio import Minio
+
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        if not parsed.netloc:
+            raise StoreError(f"S3 endpoint {endpoint!r} has no host")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.endpoint = endpoint
+        self.client = Minio(
+            parsed.netloc,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=parsed.scheme == "https",
+            region=region,
+        )
+        if create_bucket:
+            try:
+                if not self.client.bucket_exists(bucket):
+                    self.client.make_bucket(bucket)
+            except Exception as exc:
+                raise StoreError(f"S3 bucket {bucket!r} at {endpoint}: {exc}") from exc
+
+    def write_bytes(self, key: str, data: bytes) -> None:  # noqa: D102
+        try:
+            self.client.put_object(self.bucket, self.prefix + key, io.BytesIO(data), len(data))
+        except Exception as exc:
+            raise StoreError(f"cannot write {self.uri(key)}: {exc}") from exc
+
+    def read_bytes(self, key: str) -> bytes:  # noqa: D102
+        from minio.error import S3Error
+
+        try:
+            resp = self.client.get_object(self.bucket, self.prefix + key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                raise KeyError(f"no object {self.uri(key)}") from exc
+            raise StoreError(f"cannot read {self.uri(key)}: {exc}") from exc
+        try:
+            return bytes(resp.read())
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def list(self, prefix: str) -> list[str]:  # noqa: D102
+        objects = self.client.list_objects(self.bucket, prefix=self.prefix + prefix, recursive=True)
+        n = len(self.prefix)
+        return sorted(str(o.object_name)[n:] for o in objects if o.object_name and not o.is_dir)
+
+    def delete(self, key: str) -> None:  # noqa: D102
+        self.client.remove_object(self.bucket, self.prefix + key)
+
+    def uri(self, key: str = "") -> str:  # noqa: D102
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+
+def open_store(
+    uri: str,
+    *,
+    s3_endpoint: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    region: str | None = None,
+) -> ArtifactStore:
+    """Open a store from a URI: a directory path, ``file://`` path, or ``s3://bucket/prefix``.
+
+    Args:
+        uri: Store location.
+        s3_endpoint: S3 API endpoint (required for ``s3://``).
+        access_key: S3 access key id.
+        secret_key: S3 secret key.
+        region: S3 region.
+
+    Returns:
+        The store.
+
+    Raises:
+        StoreError: An ``s3://`` URI without an endpoint, or an unsupported scheme.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not s3_endpoint:
+            raise StoreError(f"store {uri}: set FRAUD_S3_ENDPOINT (or --s3-endpoint) to reach the S3 API")
+        if not parsed.netloc:
+            raise StoreError(f"store {uri}: no bucket in the URI (expected s3://bucket/prefix)")
+        return S3Store(parsed.netloc, parsed.path, s3_endpoint, access_key, secret_key, region)
+    if parsed.scheme in ("", "file"):
+        return LocalStore(parsed.path if parsed.scheme == "file" else uri)
+    raise StoreError(f"store {uri}: unsupported scheme {parsed.scheme!r} (use a path or s3://bucket/prefix)")
