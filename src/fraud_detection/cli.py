@@ -18,7 +18,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fraud_detection import schema
+from fraud_detection import cli_monitoring, cli_pipeline, cli_rollout, schema
 from fraud_detection.bundle import BundleIntegrityError
 from fraud_detection.registry import ModelRegistry, RegistryError
 from fraud_detection.settings import Settings
@@ -34,6 +34,11 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Model versions and aliases in the store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(
+    cli_pipeline.app, name="pipeline", help="Kubeflow training pipeline: compile, run locally, submit, schedule."
+)
+app.add_typer(cli_rollout.app, name="rollout", help="Canary rollout with Prometheus-gated promotion or rollback.")
+# `fraud drift` and `fraud labels` are registered from cli_monitoring.
 T = TypeVar("T")
 
 EXPECTED_ERRORS = (
@@ -376,8 +381,8 @@ def backtest_cmd(
         table.add_column("model")
         for col in summary.columns:
             table.add_column(str(col), justify="right")
-        for name, row in summary.iterrows():
-            table.add_row(str(name), *row.tolist())
+        for model_name, row in summary.iterrows():
+            table.add_row(str(model_name), *row.tolist())
         console.print(table)
         if output_json is not None:
             payload = results[0].as_dict() if len(results) == 1 else {r.model_type: r.as_dict() for r in results}
@@ -487,6 +492,9 @@ def demo(
         LOG.info("ROC and PR curves in %s", work_dir / "reports")
 
     guarded(body)
+
+
+cli_monitoring.register(app)
 
 
 def run() -> None:
