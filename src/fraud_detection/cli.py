@@ -203,6 +203,7 @@ def train_cmd(
     min_ap_gain: Annotated[float, typer.Option(help="AP gain needed over production to register.")] = 0.0,
     max_cp_loss: Annotated[float, typer.Option(help="CP@100 loss tolerated against production.")] = 0.0,
     report_dir: Annotated[Path | None, typer.Option(help="Write ROC/PR curves here.")] = None,
+    max_iter: Annotated[int, typer.Option(min=1, help="Boosting iterations (hgb).")] = 300,
 ) -> None:
     """Train, evaluate on held-out days and write a bundle (or register it in the store behind the gate)."""
 
@@ -221,6 +222,7 @@ def train_cmd(
             max_cp_loss=max_cp_loss,
             report_dir=report_dir,
             source=str(data),
+            max_iter=max_iter,
         )
 
     guarded(body)
@@ -239,11 +241,12 @@ def _train_and_maybe_register(
     max_cp_loss: float,
     report_dir: Path | None,
     source: str,
+    max_iter: int = 300,
 ) -> None:
     from fraud_detection.train import TrainConfig
     from fraud_detection.workflow import gate_and_register, train_bundle
 
-    config = TrainConfig(model_type=model, review_cost=review_cost)  # type: ignore[arg-type]
+    config = TrainConfig(model_type=model, review_cost=review_cost, max_iter=max_iter)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = output or Path(tmp) / "bundle"
         with step(f"training {model} on {len(frame):,} rows"):

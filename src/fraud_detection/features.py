@@ -60,7 +60,11 @@ def _window_sums(
     key = codes.astype(np.int64) * span + rel
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
-    prefix = [np.concatenate(([0.0], np.cumsum(v[order], dtype=np.float64))) for v in values]
+    # Prefix sums restart at each entity, so a row's window sums depend only on that entity's earlier rows (a global
+    # running sum would let any other row perturb the floating-point rounding).
+    sorted_codes = codes[order]
+    sorted_values = [v[order] for v in values]
+    inclusive = [pd.Series(v).groupby(sorted_codes, sort=False).cumsum().to_numpy() for v in sorted_values]
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.size)
     results = []
@@ -69,7 +73,13 @@ def _window_sums(
         start = np.searchsorted(sorted_key, sorted_key - lo, side="left")
         end = np.searchsorted(sorted_key, sorted_key - hi, side="left") if hi else _first_of_ties(sorted_key)
         count = (end - start).astype(np.float64)
-        sums = [p[end] - p[start] for p in prefix]
+        nonempty = end > start
+        last = np.maximum(end - 1, 0)
+        first = np.minimum(start, order.size - 1)
+        sums = [
+            np.where(nonempty, inc[last] - (inc[first] - v_sorted[first]), 0.0)
+            for inc, v_sorted in zip(inclusive, sorted_values, strict=True)
+        ]
         results.append((count[inverse], [s[inverse] for s in sums]))
     return results
 
