@@ -42,13 +42,16 @@ class HoldoutSplit:
     test: pd.DataFrame
 
 
-def holdout_split(features: pd.DataFrame, test_days: int = 14, delay_days: int = 7) -> HoldoutSplit:
+def holdout_split(
+    features: pd.DataFrame, test_days: int = 14, delay_days: int = 7, train_days: int | None = 28
+) -> HoldoutSplit:
     """Hold out the latest days as a test set, after a delay window never trained on.
 
     Args:
         features: Labelled feature frame.
         test_days: Days in the test window.
         delay_days: Days between training and test.
+        train_days: Days of training data before the delay window (the most recent ones); None for all.
 
     Returns:
         The split.
@@ -61,13 +64,15 @@ def holdout_split(features: pd.DataFrame, test_days: int = 14, delay_days: int =
     first = features[schema.EVENT_TIME].min().floor("D")
     last = features[schema.EVENT_TIME].max().floor("D")
     total_days = int((last - first).days) + 1
-    train_days = total_days - delay_days - test_days
-    if train_days < 2:
+    available = total_days - delay_days - test_days
+    if available < 2:
         raise ValueError(
             f"the data spans {total_days} day(s); training needs at least {delay_days + test_days + 2} "
             f"(delay {delay_days} + test {test_days} + 2 training days)"
         )
-    split = train_delay_test_split(features, first, train_days, delay_days, test_days)
+    days = available if train_days is None else min(train_days, available)
+    start = first + pd.Timedelta(days=available - days)
+    split = train_delay_test_split(features, start, days, delay_days, test_days)
     return HoldoutSplit(train=split.train, test=split.test)
 
 
@@ -79,6 +84,7 @@ def train_bundle(
     model_name: str,
     test_days: int = 14,
     delay_days: int = 7,
+    train_days: int | None = 28,
     source: str = "",
     report_dir: Path | None = None,
 ) -> tuple[dict[str, Any], HoldoutSplit]:
@@ -91,13 +97,14 @@ def train_bundle(
         model_name: Served model name.
         test_days: Held-out test days.
         delay_days: Delay between training and test (the label delay).
+        train_days: Most recent days of training data before the delay window (None for all).
         source: Description of the raw data for lineage.
         report_dir: Where to write ROC/PR curves (skipped when None).
 
     Returns:
         (metadata as a dict, the split used).
     """
-    split = holdout_split(features, test_days, delay_days)
+    split = holdout_split(features, test_days, delay_days, train_days)
     result: TrainResult = train(split.train, config)
     test_scores = score(result.model, split.test)
     metrics = compute_metrics(split.test, test_scores, result.threshold, config.review_cost)
