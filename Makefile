@@ -36,5 +36,8 @@ pipeline: install  ## compile the training pipeline to build/pipelines/fraud-tra
 manifests: install  ## render the kustomize overlays to build/manifests/
 	$(PY) tools/render_manifests.py
 
+images:  ## build the pipeline, serve and drift images (needs a Docker engine)
+	$(PY) tools/build_images.py
+
 clean:
 	rm -rf build .fraud .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,80 @@
+# syntax=docker/dockerfile:1.7
+#
+# One Dockerfile, three images, one wheel:
+#
+#   docker build --target pipeline -t <registry>/fraud-detection-pipeline:<version> .
+#   docker build --target serve    -t <registry>/fraud-detection-serve:<version> .
+#   docker build --target drift    -t <registry>/fraud-detection-drift:<version> .
+#
+# The builder stage turns the source tree into the fraud_detection wheel plus a wheelhouse of its
+# [platform] dependencies. The runtime stages install only from that wheelhouse (no index, no source tree),
+# run as uid 1000 and differ only in their entry point. Runtime contract: docs/METRICS.md.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /build
+# Only what the wheel is built from (.dockerignore also keeps everything else out of the context).
+# README* is a glob so the build does not depend on the file existing.
+COPY pyproject.toml README* ./
+COPY src/ src/
+COPY serving/ serving/
+COPY components/ components/
+COPY pipelines/ pipelines/
+COPY monitoring/ monitoring/
+# 1. the project wheel alone; 2. a wheelhouse with it and every [platform] dependency, so the runtime
+# stages install offline and never need a compiler.
+RUN pip wheel --no-deps --wheel-dir /dist . \
+ && pip wheel --wheel-dir /wheels "$(ls /dist/fraud_detection-*.whl)[platform]"
+
+# ---------------------------------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="fraud-detection" \
+      org.opencontainers.image.description="Payment fraud detection: pipeline, model server and drift job" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# Read-only root filesystem friendly: caches and matplotlib config go to /tmp (an emptyDir in the chart).
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/home/fraud \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    XDG_CACHE_HOME=/tmp/.cache
+RUN groupadd --gid 1000 fraud \
+ && useradd --uid 1000 --gid 1000 --no-log-init --create-home --home-dir /home/fraud \
+      --shell /usr/sbin/nologin fraud
+# The wheelhouse is bind-mounted from the builder: no wheel file and no source file lands in a layer.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels "fraud-detection[platform]" \
+ && pip check
+WORKDIR /home/fraud
+# Numeric so that Kubernetes' runAsNonRoot can verify it.
+USER 1000:1000
+
+# ---------------------------------------------------------------------------------------------------------
+# Kubeflow Pipelines components: KFP sets the command (python -m kfp.dsl.executor_main ...).
+FROM runtime AS pipeline
+USER 1000:1000
+HEALTHCHECK NONE
+CMD ["python"]
+
+# ---------------------------------------------------------------------------------------------------------
+# Drift CronJob: one run per container start; non-zero exit on failure.
+FROM runtime AS drift
+USER 1000:1000
+HEALTHCHECK NONE
+ENTRYPOINT ["python", "-m", "monitoring.drift_job"]
+
+# ---------------------------------------------------------------------------------------------------------
+# KServe predictor: HTTP 8080 (v1, v2 REST, /metrics), gRPC 8081. The model directory is filled by KServe's
+# storage initializer (STORAGE_URI) or mounted by `docker run -v`.
+FROM runtime AS serve
+USER 1000:1000
+EXPOSE 8080 8081
+HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v2/health/live', timeout=2)"]
+ENTRYPOINT ["python", "-m", "serving"]
+CMD ["--model_name", "fraud-detector", "--model_dir", "/mnt/models", "--http_port", "8080", "--grpc_port", "8081"]
