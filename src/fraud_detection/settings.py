@@ -26,7 +26,12 @@ class Settings(BaseSettings):
     review_cost: float = Field(default=10.0, ge=0)
     label_delay_days: int = Field(default=7, ge=0)
     cache_dir: str = ".fraud/cache"
-    pushgateway_url: str | None = None
+    pushgateway_url: str | None = Field(default=None, description="Pushgateway for the drift job's gauges")
+    drift_window_hours: float = Field(default=24.0, gt=0, description="payload-log window of one drift run")
+    drift_min_rows: int = Field(default=200, ge=1, description="smallest window judged for drift")
+    drift_share: float = Field(default=0.3, gt=0, le=1, description="share of drifted features = dataset drift")
+    drift_ap_floor: float = Field(default=0.3, ge=0, le=1, description="realised AP below this triggers retraining")
+    drift_retrain: bool = Field(default=True, description="start the training pipeline on drift or low AP")
     kfp_endpoint: str | None = None
     kfp_namespace: str | None = None
     kfp_token: SecretStr | None = None

@@ -1,0 +1,75 @@
+"""Wire the drift job to settings, the payload log, the Pushgateway and the retrain trigger.
+
+Used by ``python -m monitoring.drift_job`` (the CronJob) and ``fraud drift`` without files.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fraud_detection.monitor import DriftJobConfig, DriftJobResult, run_drift_job
+from fraud_detection.settings import Settings
+
+LOG = logging.getLogger(__name__)
+
+
+def run_from_settings(
+    settings: Settings | None = None,
+    *,
+    store: str | None = None,
+    window_hours: float | None = None,
+    pushgateway_url: str | None = None,
+) -> DriftJobResult:
+    """Run the drift job once with the environment's settings; push gauges when a Pushgateway is configured.
+
+    Args:
+        settings: Settings (default: read from the environment).
+        store: Overrides the store URI.
+        window_hours: Overrides the window.
+        pushgateway_url: Overrides the Pushgateway URL.
+
+    Returns:
+        The job result.
+    """
+    from fraud_detection import telemetry
+    from fraud_detection.payload_log import read_payload_log
+
+    settings = settings or Settings()
+    config = DriftJobConfig(
+        model_name=settings.model_name,
+        window_hours=window_hours or settings.drift_window_hours,
+        min_rows=settings.drift_min_rows,
+        drift_share=settings.drift_share,
+        retrain_on_drift=settings.drift_retrain,
+        ap_floor=settings.drift_ap_floor,
+    )
+    gateway = pushgateway_url or settings.pushgateway_url
+    result = run_drift_job(
+        settings.open_store(store),
+        config,
+        read_window=read_payload_log,
+        cache_dir=Path(settings.cache_dir),
+        retrain=_retrain_trigger(settings),
+    )
+    if gateway:
+        telemetry.push_drift_result(gateway, result)
+        LOG.info("pushed drift gauges to %s", gateway)
+    else:
+        LOG.info("no Pushgateway configured (FRAUD_PUSHGATEWAY_URL): gauges not pushed")
+    return result
+
+
+def _retrain_trigger(settings: Settings):  # type: ignore[no-untyped-def]
+    """A callable starting the training pipeline on Kubeflow, or None when no endpoint is configured."""
+    if not settings.kfp_endpoint or not settings.drift_retrain:
+        return None
+
+    def retrain(reasons: list[str]) -> bool:
+        from pipelines.client import submit_training_run
+
+        run_id = submit_training_run(settings, run_name="drift-retrain", description="; ".join(reasons))
+        LOG.info("started retraining run %s on %s", run_id, settings.kfp_endpoint)
+        return True
+
+    return retrain
