@@ -1,5 +1,7 @@
-"""The drift job: one run compares the latest payload-log window with the reference, measures realised quality
-from delayed labels, writes the Evidently report to the store, pushes gauges, and can trigger retraining.
+"""The drift job: drift of the latest payload-log window, realised quality from labels, report, retrain trigger.
+
+One run compares the latest payload-log window with the reference, measures realised quality from delayed labels,
+writes the Evidently report to the store, and can trigger retraining; the caller pushes the gauges.
 
 ``python -m monitoring.drift_job`` (the CronJob) and ``fraud drift`` both call :func:`run_drift_job`.
 """
