@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import os
 import shutil
@@ -101,6 +102,47 @@ def ensure_checkov() -> None:
     link.symlink_to(tool_venv / "bin" / "checkov")
 
 
+AZURITE_VERSION = "3.35.0"  # Azure Storage emulator for the Blob store tests (npm registry, no install scripts)
+
+
+def _azurite_version(prefix: Path) -> str | None:
+    manifest = prefix / "node_modules" / "azurite" / "package.json"
+    if not (prefix / "node_modules" / ".bin" / "azurite-blob").exists() or not manifest.exists():
+        return None
+    return str(json.loads(manifest.read_text()).get("version"))
+
+
+def ensure_azurite() -> None:
+    """Install the Azurite Blob emulator from npm into .venv/azurite (tests/helpers/azurite.py starts it)."""
+    prefix = VENV / "azurite"
+    if _azurite_version(prefix) == AZURITE_VERSION:
+        return
+    if shutil.which("npm") is None:
+        if os.geteuid() != 0:
+            LOG.warning("npm not on PATH and not root: cannot install Azurite; the Azure Blob store tests will fail")
+            return
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "update", "-qq"], env=env)
+        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nodejs", "npm"], env=env)
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is still missing after apt-get install")
+    prefix.mkdir(parents=True, exist_ok=True)
+    run(
+        [
+            npm,
+            "install",
+            "--prefix",
+            str(prefix),
+            "--no-audit",
+            "--no-fund",
+            "--save-exact",
+            f"azurite@{AZURITE_VERSION}",
+        ]
+    )
+    LOG.info("installed Azurite %s into %s", _azurite_version(prefix), prefix)
+
+
 def main() -> int:
     """Entry point."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -112,6 +154,7 @@ def main() -> int:
         ensure_helm()
         ensure_checkov()
         ensure_apt()
+        ensure_azurite()
     if shutil.which("promtool") is None:
         LOG.warning("promtool not on PATH; alert-rule tests will skip")
     return 0

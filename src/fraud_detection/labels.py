@@ -160,32 +160,32 @@ def realised_quality(
     labels: pd.DataFrame,
     now: datetime,
     *,
-    key: str = schema.TRANSACTION_ID,
     maturities_days: Sequence[int] = DEFAULT_MATURITIES_DAYS,
 ) -> list[QualityRow]:
     """Join labels to logged predictions and measure realised quality per version and maturity.
 
+    The payload log holds ``transaction_key``, the sha256 of the transaction id the client sent (raw ids are not
+    logged by default); labels are joined by hashing their ``transaction_id`` the same way.
+
     Args:
-        predictions: Payload-log rows with ``key``, ``model_version``, ``fraud_score``, ``is_fraud`` (the decision)
-            and ``event_time`` (when the prediction was made).
+        predictions: Payload-log rows with ``transaction_key``, ``model_version``, ``fraud_score``, ``decision``
+            and ``scored_at``.
         labels: Labels from :func:`load_labels`.
         now: The evaluation time.
-        key: Join column (the transaction id the client sent).
         maturities_days: Maturity windows in days; ``all`` is always added.
 
     Returns:
         One row per (version, maturity) with at least one prediction.
     """
-    if predictions.empty or key not in predictions.columns:
+    from fraud_detection.payload_log import DECISION_COLUMN, TRANSACTION_KEY, hash_identifier
+
+    if predictions.empty:
         return []
-    joined = predictions.assign(_key=predictions[key].astype(str)).merge(
-        labels[[schema.TRANSACTION_ID, schema.LABEL]].rename(
-            columns={schema.TRANSACTION_ID: "_key", schema.LABEL: "_label"}
-        ),
-        on="_key",
-        how="left",
+    keyed = labels.assign(_key=labels[schema.TRANSACTION_ID].astype(str).map(hash_identifier))
+    joined = predictions.assign(_key=predictions[TRANSACTION_KEY]).merge(
+        keyed[["_key", schema.LABEL]].rename(columns={schema.LABEL: "_label"}), on="_key", how="left"
     )
-    age = pd.Timestamp(now) - joined[schema.EVENT_TIME]
+    age = pd.Timestamp(now) - pd.to_datetime(joined["scored_at"], utc=True)
     rows = []
     windows = [(f"{d}d", age >= pd.Timedelta(days=d)) for d in maturities_days] + [("all", age >= pd.Timedelta(0))]
     for version, group_idx in joined.groupby("model_version").groups.items():
@@ -196,7 +196,7 @@ def realised_quality(
                 continue
             labelled = part["_label"].notna()
             y = part["_label"].fillna(0).astype(int).to_numpy()
-            alert = part[schema.LABEL].astype(bool).to_numpy()
+            alert = part[DECISION_COLUMN].astype(bool).to_numpy()
             tp = int((alert & (y == 1)).sum())
             rows.append(
                 QualityRow(
@@ -220,13 +220,15 @@ def estimated_precision(predictions: pd.DataFrame) -> dict[str, float]:
     """Precision of the alerts estimated from calibrated scores, per model version (an estimate, not a measurement).
 
     Args:
-        predictions: Payload-log rows with ``model_version``, ``fraud_score`` and ``is_fraud`` (the decision).
+        predictions: Payload-log rows with ``model_version``, ``fraud_score`` and ``decision``.
 
     Returns:
         Version to expected share of fraud among its alerts (NaN without alerts).
     """
+    from fraud_detection.payload_log import DECISION_COLUMN
+
     out: dict[str, float] = {}
     for version, group in predictions.groupby("model_version"):
-        alerts = group[group[schema.LABEL].astype(bool)]
+        alerts = group[group[DECISION_COLUMN].astype(bool)]
         out[str(version)] = float(np.mean(alerts["fraud_score"])) if len(alerts) else float("nan")
     return out

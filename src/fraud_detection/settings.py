@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     aws_secret_access_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "FRAUD_S3_SECRET_KEY")
     )
+    azure_storage_account_url: str | None = Field(
+        default=None,
+        description="Blob account endpoint for az:// store URIs, e.g. https://acct.blob.core.windows.net "
+        "(credentials: AZURE_STORAGE_CONNECTION_STRING, else workload identity)",
+    )
     model_name: str = "fraud-detector"
     review_cost: float = Field(default=10.0, ge=0)
     label_delay_days: int = Field(default=7, ge=0)
@@ -51,4 +56,5 @@ class Settings(BaseSettings):
             access_key=self.aws_access_key_id.get_secret_value() if self.aws_access_key_id else None,
             secret_key=self.aws_secret_access_key.get_secret_value() if self.aws_secret_access_key else None,
             region=self.s3_region,
+            azure_account_url=self.azure_storage_account_url,
         )

@@ -264,8 +264,12 @@ def open_store(
     access_key: str | None = None,
     secret_key: str | None = None,
     region: str | None = None,
+    azure_account_url: str | None = None,
 ) -> ArtifactStore:
-    """Open a store from a URI: a directory path, ``file://`` path, or ``s3://bucket/prefix``.
+    """Open a store from a URI: a directory path, ``file://`` path, ``s3://bucket/prefix``, or Azure Blob.
+
+    Azure Blob URIs are ``az://container/prefix`` (account from ``azure_account_url`` or
+    ``AZURE_STORAGE_CONNECTION_STRING``) and ``https://<account>.blob.core.windows.net/container/prefix``.
 
     Args:
         uri: Store location.
@@ -273,6 +277,7 @@ def open_store(
         access_key: S3 access key id.
         secret_key: S3 secret key.
         region: S3 region.
+        azure_account_url: Blob account endpoint for ``az://`` URIs, e.g. ``https://acct.blob.core.windows.net``.
 
     Returns:
         The store.
@@ -281,6 +286,12 @@ def open_store(
         StoreError: An ``s3://`` URI without an endpoint, or an unsupported scheme.
     """
     parsed = urlparse(uri)
+    if parsed.scheme == "az" or (
+        parsed.scheme == "https" and (parsed.hostname or "").lower().endswith(".blob.core.windows.net")
+    ):
+        from fraud_detection.store_azure import AzureBlobStore  # optional dependency: the `azure` extra
+
+        return AzureBlobStore.from_uri(uri, account_url=azure_account_url)
     if parsed.scheme == "s3":
         if not s3_endpoint:
             raise StoreError(f"store {uri}: set FRAUD_S3_ENDPOINT (or --s3-endpoint) to reach the S3 API")
@@ -289,4 +300,6 @@ def open_store(
         return S3Store(parsed.netloc, parsed.path, s3_endpoint, access_key, secret_key, region)
     if parsed.scheme in ("", "file"):
         return LocalStore(parsed.path if parsed.scheme == "file" else uri)
-    raise StoreError(f"store {uri}: unsupported scheme {parsed.scheme!r} (use a path or s3://bucket/prefix)")
+    raise StoreError(
+        f"store {uri}: unsupported scheme {parsed.scheme!r} (use a path, s3://bucket/prefix or az://container/prefix)"
+    )

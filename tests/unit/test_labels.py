@@ -12,6 +12,7 @@ from fraud_detection.labels import (
     realised_quality,
     validate_labels,
 )
+from fraud_detection.payload_log import hash_identifier
 from fraud_detection.schema import SchemaError
 from fraud_detection.store import LocalStore
 
@@ -22,11 +23,11 @@ def _predictions() -> pd.DataFrame:
     times = [NOW - pd.Timedelta(days=d) for d in (40, 35, 20, 10, 2, 1)]
     return pd.DataFrame(
         {
-            "transaction_id": ["a", "b", "c", "d", "e", "f"],
+            "transaction_key": [hash_identifier(t) for t in ["a", "b", "c", "d", "e", "f"]],
             "model_version": ["v1"] * 6,
             "fraud_score": [0.9, 0.1, 0.8, 0.2, 0.7, 0.05],
-            "is_fraud": [True, False, True, False, True, False],
-            "event_time": pd.to_datetime(times, utc=True),
+            "decision": [True, False, True, False, True, False],
+            "scored_at": pd.to_datetime(times, utc=True),
         }
     )
 
