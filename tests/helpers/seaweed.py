@@ -1,4 +1,15 @@
-"""Start a real SeaweedFS S3 server on loopback for integration tests (see shared TOOLCHAIN.md)."""
+"""Start a real SeaweedFS S3 server on loopback for integration tests (see shared TOOLCHAIN.md).
+
+Usage::
+
+    with seaweedfs(tmp_path / "seaweed") as server:
+        monkeypatch.setenv(...)  # or: for k, v in server.env().items(): monkeypatch.setenv(k, v)
+        open_store("s3://bucket/prefix", s3_endpoint=server.endpoint, access_key=..., secret_key=...)
+
+The server binds 127.0.0.1 only, on free ports, with a throw-away identity written to a temporary identities file
+(SeaweedFS then checks every request's signature). It is stopped (SIGTERM, then SIGKILL after a deadline) when the
+block exits, also when start-up fails.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +19,40 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers.net import free_port, http_ok, wait_until
+from tests.helpers.net import free_port, http_ok
+
+STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
 class S3Server:
-    """A running S3 endpoint with throw-away credentials."""
+    """A running S3 endpoint with throw-away credentials.
+
+    Attributes:
+        endpoint: ``http://127.0.0.1:<port>``.
+        access_key: Access key id accepted by the server.
+        secret_key: Its secret key.
+        log_path: The server's log file.
+    """
 
     endpoint: str
     access_key: str
     secret_key: str
+    log_path: Path | None = None
+
+    def env(self) -> dict[str, str]:
+        """Environment variables through which ``fraud_detection.settings.Settings`` reaches this server."""
+        return {
+            "FRAUD_S3_ENDPOINT": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+        }
 
 
 def weed_binary() -> str:
@@ -33,9 +63,27 @@ def weed_binary() -> str:
     return found
 
 
+def _log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 @contextmanager
-def seaweedfs(workdir: Path) -> Iterator[S3Server]:
-    """Run ``weed mini`` bound to 127.0.0.1 on free ports; stop it on exit."""
+def seaweedfs(workdir: Path, *, start_timeout: float = 30.0) -> Iterator[S3Server]:
+    """Run ``weed mini`` bound to 127.0.0.1 on free ports; stop it on exit.
+
+    Args:
+        workdir: Directory for the data, the identities file and ``weed.log`` (created).
+        start_timeout: Seconds to wait for ``/healthz`` on the S3 port to answer 200.
+
+    Yields:
+        The running server.
+
+    Raises:
+        RuntimeError: The server exited or did not become ready in time (the message holds its log's tail).
+    """
     access_key, secret_key = "test-" + secrets.token_hex(4), secrets.token_hex(16)
     identities = {
         "identities": [
@@ -49,6 +97,7 @@ def seaweedfs(workdir: Path) -> Iterator[S3Server]:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "identities.json"
     config.write_text(json.dumps(identities))
+    config.chmod(0o600)
     data = workdir / "data"
     data.mkdir(exist_ok=True)
     s3_port = free_port()
@@ -68,17 +117,25 @@ def seaweedfs(workdir: Path) -> Iterator[S3Server]:
         "-admin.ui=false",
         f"-s3.config={config}",
     ]
-    log = open(workdir / "weed.log", "wb")  # noqa: SIM115 - closed in finally
+    log_path = workdir / "weed.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         endpoint = f"http://127.0.0.1:{s3_port}"
-        wait_until(lambda: proc.poll() is None and http_ok(f"{endpoint}/healthz"), timeout=30, what="SeaweedFS S3")
-        yield S3Server(endpoint, access_key, secret_key)
+        deadline = time.monotonic() + start_timeout
+        while not http_ok(f"{endpoint}/healthz"):
+            if proc.poll() is not None:
+                raise RuntimeError(f"SeaweedFS exited with {proc.returncode}:\n{_log_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"SeaweedFS S3 not ready within {start_timeout}s:\n{_log_tail(log_path)}")
+            time.sleep(0.1)
+        yield S3Server(endpoint, access_key, secret_key, log_path)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         log.close()
