@@ -74,6 +74,8 @@ ENTRYPOINT ["python", "-m", "monitoring.drift_job"]
 FROM runtime AS serve
 USER 1000:1000
 EXPOSE 8080 8081
+# Listen on all interfaces in a container (outside a pod the server defaults to 127.0.0.1).
+ENV FRAUD_SERVING_HOST=0.0.0.0
 HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v2/health/live', timeout=2)"]
 ENTRYPOINT ["python", "-m", "serving"]

@@ -1,0 +1,348 @@
+"""``python -m serving``: the KServe predictor of the fraud detector.
+
+    python -m serving --model_name fraud-detector --model_dir /mnt/models --http_port 8080 --grpc_port 8081
+    python -m serving --store_uri s3://fraud/platform --model_ref production --http_port 8080 --grpc_port 8081
+
+KServe's standard flags are accepted (``--http_port``, ``--grpc_port``, ``--enable_grpc``, ``--max_threads``, ...);
+ours are listed by ``--help``. Flags default to ``FRAUD_*`` environment variables (the Helm chart sets them), see
+docs/SERVING.md. This is the only place that reads the environment and configures logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from fraud_detection.bundle import MANIFEST_FILE, Bundle, BundleIntegrityError, load_bundle
+from fraud_detection.payload_log import PayloadLogConfig, PayloadLogger
+from fraud_detection.registry import ModelRegistry
+from fraud_detection.settings import Settings
+from fraud_detection.store import ArtifactStore
+
+LOG = logging.getLogger("serving")
+
+
+def _env_bool(value: str | None, default: bool) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def default_host(env: Mapping[str, str]) -> str:
+    """Bind address when ``--host`` is not given.
+
+    ``FRAUD_SERVING_HOST`` wins; inside a Kubernetes pod (``KUBERNETES_SERVICE_HOST`` set) it is ``0.0.0.0`` so the
+    kubelet and the Service can reach the container; everywhere else loopback only.
+
+    Args:
+        env: The environment.
+
+    Returns:
+        The address.
+    """
+    if env.get("FRAUD_SERVING_HOST"):
+        return env["FRAUD_SERVING_HOST"]
+    return "0.0.0.0" if env.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The command line: KServe's ModelServer flags plus ours.
+
+    Args:
+        env: Environment supplying the defaults.
+
+    Returns:
+        The parser.
+    """
+    import kserve.model_server
+
+    parser = argparse.ArgumentParser(
+        prog="python -m serving",
+        description="Serve the fraud detector over KServe v1/v2 REST and v2 gRPC.",
+        parents=[kserve.model_server.parser],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.set_defaults(model_name=env.get("FRAUD_MODEL_NAME", "fraud-detector"))
+    parser.add_argument("--model_dir", default=env.get("FRAUD_MODEL_DIR"), help="bundle directory (/mnt/models)")
+    parser.add_argument("--host", default=default_host(env), help="bind address of REST and gRPC")
+    parser.add_argument(
+        "--store_uri",
+        default=env.get("FRAUD_STORE_URI"),
+        help="artifact store (directory or s3://bucket/prefix) for --model_ref and the payload log",
+    )
+    parser.add_argument("--s3_endpoint", default=None, help="S3 API endpoint (default FRAUD_S3_ENDPOINT)")
+    parser.add_argument(
+        "--model_ref",
+        default=env.get("FRAUD_MODEL_REF"),
+        help="load this version or alias (production, canary, latest) from the store instead of --model_dir",
+    )
+    parser.add_argument("--cache_dir", default=None, help="where store downloads go (default FRAUD_CACHE_DIR)")
+    parser.add_argument(
+        "--max_batch_size", type=int, default=int(env.get("FRAUD_MAX_BATCH_SIZE", "1000")), help="rows per request"
+    )
+    parser.add_argument(
+        "--scorer",
+        choices=("compiled", "sklearn"),
+        default=env.get("FRAUD_SCORER", "compiled"),
+        help="compiled numpy evaluator or scikit-learn",
+    )
+    parser.add_argument(
+        "--payload_log",
+        choices=("auto", "on", "off"),
+        default={"": "auto", "true": "on", "false": "off"}.get(
+            env.get("FRAUD_PAYLOAD_LOG_ENABLED", "").strip().lower(), "auto"
+        ),
+        help="log scored rows to the store (auto: when a store is configured)",
+    )
+    parser.add_argument("--payload_log_uri", default=None, help="store for the payload log (default --store_uri)")
+    parser.add_argument(
+        "--payload_log_flush_rows", type=int, default=int(env.get("FRAUD_PAYLOAD_LOG_FLUSH_ROWS", "5000"))
+    )
+    parser.add_argument(
+        "--payload_log_flush_seconds", type=float, default=float(env.get("FRAUD_PAYLOAD_LOG_FLUSH_SECONDS", "60"))
+    )
+    parser.add_argument(
+        "--payload_log_max_rows",
+        type=int,
+        default=int(env.get("FRAUD_PAYLOAD_LOG_MAX_ROWS", "100000")),
+        help="rows buffered at most; more are dropped and counted",
+    )
+    parser.add_argument(
+        "--payload_log_identifiers",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool(env.get("FRAUD_PAYLOAD_LOG_IDENTIFIERS"), False),
+        help="also log raw transaction/customer/terminal ids",
+    )
+    parser.add_argument(
+        "--expected_version",
+        default=env.get("FRAUD_MODEL_VERSION"),
+        help="warn when the loaded bundle has another version",
+    )
+    parser.add_argument("--log_level", default=env.get("FRAUD_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--access_log", action=argparse.BooleanOptionalAction, default=False, help="log every HTTP request"
+    )
+    return parser
+
+
+def configure_logging(level: str, access_log: bool) -> None:
+    """One stream handler for our, KServe's and uvicorn's loggers (KServe then skips its own setup).
+
+    Args:
+        level: Root level name.
+        access_log: Keep uvicorn's per-request access log.
+    """
+    quiet = "WARNING" if level.upper() != "DEBUG" else "DEBUG"
+    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+            "handlers": {"stderr": handler},
+            "root": {"level": level.upper(), "handlers": ["stderr"]},
+            "loggers": {
+                # KServe configures logging itself unless its logger has a handler.
+                "kserve": {"level": level.upper(), "handlers": ["stderr"], "propagate": False},
+                "kserve.trace": {"level": quiet, "handlers": ["stderr"], "propagate": False},
+                "uvicorn.access": {"level": "INFO" if access_log else "WARNING"},
+            },
+        }
+    )
+
+
+def find_bundle_dir(model_dir: Path) -> Path:
+    """The bundle inside a model directory: the directory itself or its single bundle subdirectory.
+
+    Args:
+        model_dir: E.g. ``/mnt/models`` after KServe's storage initializer.
+
+    Returns:
+        The bundle directory.
+
+    Raises:
+        BundleIntegrityError: No bundle, or several.
+    """
+    if (model_dir / MANIFEST_FILE).is_file():
+        return model_dir
+    found = sorted(p.parent for p in model_dir.glob(f"*/{MANIFEST_FILE}"))
+    if len(found) == 1:
+        return found[0]
+    what = "no bundle" if not found else f"{len(found)} bundles"
+    raise BundleIntegrityError(f"model directory {model_dir}: {what} ({MANIFEST_FILE} not found at its top level)")
+
+
+class LazyStore(ArtifactStore):
+    """A store opened on first use, and again after a failure.
+
+    A store that is down at startup then delays nothing and costs only payload-log rows (counted as dropped).
+
+    Args:
+        opener: Opens the store.
+        uri: Its URI (for messages).
+    """
+
+    def __init__(self, opener: Callable[[], ArtifactStore], uri: str) -> None:
+        self._opener = opener
+        self._uri = uri
+        self._store: ArtifactStore | None = None
+
+    def _get(self) -> ArtifactStore:
+        if self._store is None:
+            self._store = self._opener()
+        return self._store
+
+    def write_bytes(self, key: str, data: bytes) -> None:  # noqa: D102
+        try:
+            self._get().write_bytes(key, data)
+        except Exception:
+            self._store = None
+            raise
+
+    def read_bytes(self, key: str) -> bytes:  # noqa: D102
+        return self._get().read_bytes(key)
+
+    def list(self, prefix: str) -> list[str]:  # noqa: D102
+        return self._get().list(prefix)
+
+    def delete(self, key: str) -> None:  # noqa: D102
+        self._get().delete(key)
+
+    def uri(self, key: str = "") -> str:  # noqa: D102
+        return f"{self._uri.rstrip('/')}/{key}" if key else self._uri
+
+
+def make_loader(args: argparse.Namespace, settings: Settings) -> Callable[[], Bundle]:
+    """How the model server gets its verified bundle.
+
+    Args:
+        args: Parsed flags.
+        settings: Platform settings (store credentials).
+
+    Returns:
+        A loader.
+
+    Raises:
+        SystemExit: Neither ``--model_ref`` nor ``--model_dir`` is given.
+    """
+    if args.model_ref:
+        uri = args.store_uri or settings.store_uri
+        cache = Path(args.cache_dir or settings.cache_dir)
+
+        def from_store() -> Bundle:
+            registry = ModelRegistry(settings.open_store(uri), args.model_name)
+            LOG.info("loading %s %s from %s", args.model_name, args.model_ref, uri)
+            return registry.load(args.model_ref, cache)
+
+        return from_store
+    if args.model_dir:
+        model_dir = Path(args.model_dir)
+        return lambda: load_bundle(find_bundle_dir(model_dir))
+    raise SystemExit("give --model_dir (a bundle directory) or --model_ref with --store_uri")
+
+
+def make_payload_logger_factory(
+    args: argparse.Namespace, settings: Settings
+) -> Callable[[str, Callable[[int], None]], PayloadLogger | None] | None:
+    """The payload logger of the loaded version, or None when the payload log is off.
+
+    Args:
+        args: Parsed flags.
+        settings: Platform settings.
+
+    Returns:
+        A factory taking (model version, drop callback), or None.
+    """
+    uri = args.payload_log_uri or args.store_uri
+    if args.payload_log == "off" or (args.payload_log == "auto" and not uri):
+        LOG.info("payload log off%s", "" if args.payload_log == "off" else " (no store configured)")
+        return None
+    uri = uri or settings.store_uri
+    config = PayloadLogConfig(
+        flush_rows=args.payload_log_flush_rows,
+        flush_seconds=args.payload_log_flush_seconds,
+        max_buffer_rows=max(args.payload_log_max_rows, args.payload_log_flush_rows),
+        log_identifiers=args.payload_log_identifiers,
+    )
+    store = LazyStore(lambda: settings.open_store(uri), uri)
+
+    def factory(version: str, on_drop: Callable[[int], None]) -> PayloadLogger:
+        LOG.info("payload log to %s/payload-logs/%s (identifiers %s)", uri, args.model_name, config.log_identifiers)
+        return PayloadLogger(store, args.model_name, version, config, on_drop=on_drop)
+
+    return factory
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, load and warm up the model, then serve until SIGTERM/SIGINT.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        Exit status.
+    """
+    env = dict(os.environ)
+    args = build_parser(env).parse_args(argv)
+    configure_logging(args.log_level, args.access_log)
+    logging.captureWarnings(True)
+
+    import prometheus_client
+
+    from fraud_detection.telemetry import ServingMetrics
+    from serving.model import FraudModel
+    from serving.server import FraudModelServer
+
+    overrides = {"s3_endpoint": args.s3_endpoint} if args.s3_endpoint else {}
+    settings = Settings(**overrides)
+    try:
+        loader = make_loader(args, settings)
+    except SystemExit as exc:
+        LOG.error("%s", exc)
+        return 2
+    model = FraudModel(
+        args.model_name,
+        loader,
+        metrics=ServingMetrics.create(prometheus_client.REGISTRY),
+        max_batch_size=args.max_batch_size,
+        payload_logger_factory=make_payload_logger_factory(args, settings),
+        compiled=args.scorer == "compiled",
+    )
+    try:
+        model.load()
+    except Exception:
+        LOG.exception("cannot load the model; not serving")
+        return 1
+    version = model.loaded.version if model.loaded else ""
+    if args.expected_version and args.expected_version != version:
+        LOG.warning("expected model version %s but the bundle is %s", args.expected_version, version)
+    try:
+        server = FraudModelServer(
+            model,
+            host=args.host,
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            workers=args.workers,
+            max_threads=args.max_threads,
+            max_asyncio_workers=args.max_asyncio_workers,
+            enable_grpc=args.enable_grpc,
+            enable_docs_url=args.enable_docs_url,
+            enable_latency_logging=False,
+            access_log_format=args.access_log_format,
+            event_loop=args.event_loop,
+            timeout_keep_alive=args.timeout_keep_alive,
+        )
+    except ValueError as exc:
+        LOG.error("%s", exc)
+        return 2
+    server.start([model])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""FraudModel: the KServe model of the fraud detector, a thin adapter around :class:`fraud_detection.scoring.Scorer`.
+
+It translates KServe's request objects (v2 ``InferRequest`` from REST or gRPC, v1 JSON dicts) into the scorer's
+inputs and the results back into v2 ``InferResponse`` / v1 JSON, maps :class:`~fraud_detection.scoring.InputError`
+to KServe's ``InvalidInput`` (HTTP 400, gRPC INVALID_ARGUMENT), and feeds the metrics and the payload log. The wire
+format is documented in docs/SERVING.md and by the golden files in tests/fixtures/serving/.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve.errors import InvalidInput
+
+from fraud_detection import schema
+from fraud_detection.bundle import Bundle
+from fraud_detection.payload_log import PayloadLogger
+from fraud_detection.scoring import (
+    IDENTIFIERS,
+    InputError,
+    Scorer,
+    ScoreResult,
+    Tensor,
+    identifiers_from_records,
+    identifiers_from_tensors,
+)
+from fraud_detection.telemetry import BoundServingMetrics, ServingMetrics
+
+LOG = logging.getLogger(__name__)
+
+SCORE_OUTPUT = "fraud_score"
+DECISION_OUTPUT = "is_fraud"
+REASONS_OUTPUT = "reason_codes"
+OUTPUTS: tuple[str, ...] = (SCORE_OUTPUT, DECISION_OUTPUT, REASONS_OUTPUT)
+#: Outputs returned when a v2 request names none (reason codes cost extra: ask for them).
+DEFAULT_OUTPUTS: tuple[str, ...] = (SCORE_OUTPUT, DECISION_OUTPUT)
+#: Keys a v1 body may have.
+V1_KEYS: frozenset[str] = frozenset({"instances", "features", "reason_codes", "id"})
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What :meth:`FraudModel.load` produced.
+
+    Attributes:
+        scorer: The scorer.
+        version: Bundle version.
+        threshold: Decision threshold.
+        manifest_sha256: Digest of the bundle's manifest.
+    """
+
+    scorer: Scorer
+    version: str
+    threshold: float
+    manifest_sha256: str
+
+
+class FraudModel(Model):
+    """The fraud detector as a KServe model.
+
+    Args:
+        name: Served model name (the ``/v2/models/<name>`` route).
+        loader: Returns the verified bundle (from a directory or the registry); called by :meth:`load`.
+        metrics: Serving metrics (registered once per process).
+        max_batch_size: Largest number of rows per request.
+        payload_logger_factory: Called with the loaded version and a callback counting dropped rows; returns the
+            payload logger (or None to disable it).
+        compiled: Use the compiled scorer when the model allows it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        loader: Callable[[], Bundle],
+        *,
+        metrics: ServingMetrics,
+        max_batch_size: int = 1_000,
+        payload_logger_factory: Callable[[str, Callable[[int], None]], PayloadLogger | None] | None = None,
+        compiled: bool = True,
+    ) -> None:
+        super().__init__(name)
+        self._loader = loader
+        self._metrics = metrics
+        self._max_batch_size = max_batch_size
+        self._payload_logger_factory = payload_logger_factory
+        self._compiled = compiled
+        self.loaded: LoadedModel | None = None
+        self.bound_metrics: BoundServingMetrics | None = None
+        self.payload_logger: PayloadLogger | None = None
+        self._parameters: dict[str, str] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def load(self) -> bool:
+        """Load and verify the bundle, compile the scorer, run a warm-up prediction, then report ready.
+
+        Returns:
+            True once ready.
+
+        Raises:
+            RuntimeError: The warm-up prediction did not give a finite score.
+        """
+        bundle = self._loader()
+        scorer = Scorer.from_bundle(bundle, max_batch_size=self._max_batch_size, compiled=self._compiled)
+        meta = bundle.metadata
+        if meta.model_name != self.name:
+            LOG.warning("serving bundle of model %r under the name %r", meta.model_name, self.name)
+        warm = scorer.warm_up()
+        if not (np.isfinite(warm.scores).all() and warm.reason_codes):
+            raise RuntimeError(f"warm-up prediction of {meta.version} failed: {warm.scores}")
+        self.loaded = LoadedModel(scorer, meta.version, scorer.threshold, bundle.manifest_sha256)
+        self.bound_metrics = self._metrics.bind(self.name, meta.version, scorer.threshold)
+        self._parameters = {"model_version": meta.version, "threshold": f"{scorer.threshold:.6g}"}
+        if self._payload_logger_factory is not None:
+            logger = self._payload_logger_factory(meta.version, self.bound_metrics.payload_log_dropped.inc)
+            self.payload_logger = logger.start() if logger is not None else None
+        LOG.info(
+            "loaded %s version %s (threshold %.4f, engine %s, manifest %s); warm-up score %.4f",
+            self.name,
+            meta.version,
+            scorer.threshold,
+            scorer.engine_name,
+            bundle.manifest_sha256[:12],
+            float(warm.scores[0]),
+        )
+        self.ready = True
+        return self.ready
+
+    def stop(self) -> None:
+        """Flush the payload log and mark the model not ready."""
+        if self.payload_logger is not None:
+            self.payload_logger.close()
+        self.ready = False
+
+    # -- metadata -------------------------------------------------------------------------------------------
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """v2 model metadata inputs: one FP64 (or FP32) tensor of shape [N] per feature, in schema order.
+
+        A single ``features`` tensor [N, F] is accepted instead (see docs/SERVING.md).
+
+        Returns:
+            Input descriptions.
+        """
+        return [{"name": name, "datatype": "FP64", "shape": [-1]} for name in schema.FEATURES]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """v2 model metadata outputs.
+
+        Returns:
+            ``fraud_score`` FP32 [N], ``is_fraud`` BOOL [N], ``reason_codes`` BYTES [N] (only when requested).
+        """
+        return [
+            {"name": SCORE_OUTPUT, "datatype": "FP32", "shape": [-1]},
+            {"name": DECISION_OUTPUT, "datatype": "BOOL", "shape": [-1]},
+            {"name": REASONS_OUTPUT, "datatype": "BYTES", "shape": [-1]},
+        ]
+
+    # -- inference ------------------------------------------------------------------------------------------
+    def predict(
+        self,
+        payload: InferRequest | dict[str, Any] | bytes,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> InferResponse | dict[str, Any]:
+        """Score a v2 ``InferRequest`` or a v1 body.
+
+        Args:
+            payload: Decoded request.
+            headers: Request headers (``x-request-id`` is used as the request id when present).
+            response_headers: Unused.
+
+        Returns:
+            A v2 ``InferResponse`` or a v1 JSON dict.
+
+        Raises:
+            InvalidInput: The request breaks the input contract (the message names the field).
+        """
+        if self.loaded is None:
+            raise RuntimeError(f"model {self.name} is not loaded")
+        try:
+            if isinstance(payload, InferRequest):
+                return self._predict_v2(self.loaded, payload, headers)
+            return self._predict_v1(self.loaded, payload, headers)
+        except InputError as exc:
+            raise InvalidInput(str(exc)) from exc
+
+    def _predict_v2(self, loaded: LoadedModel, request: InferRequest, headers: dict[str, str] | None) -> InferResponse:
+        scorer = loaded.scorer
+        tensors = [_tensor(inp) for inp in request.inputs]
+        requested = _requested_outputs(request)
+        X = scorer.from_tensors(tensors)
+        ids = identifiers_from_tensors(tensors, X.shape[0]) if any(t.name in IDENTIFIERS for t in tensors) else None
+        explain = REASONS_OUTPUT in requested
+        result = scorer.score(X, explain=explain)
+        request_id = _request_id(request.id, headers)
+        self._record(X, result, request_id, ids, None)
+        n = X.shape[0]
+        outputs = []
+        for name in requested:
+            if name == SCORE_OUTPUT:
+                data, datatype = result.scores.astype(np.float32), "FP32"
+            elif name == DECISION_OUTPUT:
+                data, datatype = np.asarray(result.decisions, dtype=bool), "BOOL"
+            else:
+                data, datatype = np.array([s.encode() for s in result.reason_codes_json()], dtype=np.object_), "BYTES"
+            output = InferOutput(name, [n], datatype)
+            if request.from_grpc:
+                # KServe 0.21's to_grpc() tests `output.data` for truth, which fails for numpy arrays: hand it the
+                # raw bytes instead (what it would send anyway).
+                output.set_data_from_numpy(data, binary_data=True)
+            else:
+                output.data = data
+            outputs.append(output)
+        parameters = dict(self._parameters)
+        if explain:
+            parameters["reason_code_method"] = scorer.explanation_method
+            parameters["reason_code_baseline"] = f"{scorer.baseline_score:.6g}"
+        return InferResponse(
+            response_id=request_id,
+            model_name=self.name,
+            model_version=loaded.version,
+            infer_outputs=outputs,
+            parameters=parameters,
+            use_binary_outputs=request.use_binary_outputs,
+            requested_outputs=request.request_outputs,
+        )
+
+    def _predict_v1(
+        self, loaded: LoadedModel, body: dict[str, Any] | bytes, headers: dict[str, str] | None
+    ) -> dict[str, Any]:
+        scorer = loaded.scorer
+        if isinstance(body, bytes | bytearray | memoryview):
+            try:
+                body = orjson.loads(bytes(body))
+            except orjson.JSONDecodeError as exc:
+                raise InputError(f"request body is not JSON: {exc}") from exc
+        if not isinstance(body, Mapping):
+            raise InputError(
+                f"request body must be a JSON object with 'instances' or 'features', got {type(body).__name__}"
+            )
+        unknown = sorted(set(body) - V1_KEYS)
+        if unknown:
+            raise InputError(
+                f"unknown key {unknown[0]!r} in the request body (expected 'instances' or 'features', optionally "
+                "'reason_codes' and 'id')",
+                field=unknown[0],
+            )
+        if ("instances" in body) == ("features" in body):
+            raise InputError("the request body needs exactly one of 'instances' (a list) or 'features' (an object)")
+        explain = body.get("reason_codes", False)
+        if not isinstance(explain, bool):
+            raise InputError("'reason_codes' must be true or false", field="reason_codes")
+        if "features" in body:
+            records = [body["features"]]
+            if not isinstance(records[0], Mapping):
+                raise InputError("'features' must be an object of feature name to number", field="features")
+        else:
+            records = body["instances"]
+            if not isinstance(records, list):
+                raise InputError("'instances' must be a list", field="instances")
+        if records and all(isinstance(r, list) for r in records):
+            X = scorer.check(_rows(records, scorer.n_features))
+            imputed: list[list[str]] = [[] for _ in records]
+            ids = None
+        else:
+            X, imputed = scorer.from_records(records, required=schema.SEED_FEATURES)
+            ids = identifiers_from_records(records) or None
+        result = scorer.score(X, explain=explain)
+        request_id = _request_id(body.get("id"), headers)
+        self._record(X, result, request_id, ids, imputed)
+        codes = result.reason_codes or []
+        predictions = []
+        for i in range(X.shape[0]):
+            item: dict[str, Any] = {
+                SCORE_OUTPUT: round(float(result.scores[i]), 6),
+                DECISION_OUTPUT: bool(result.decisions[i]),
+            }
+            if explain:
+                item[REASONS_OUTPUT] = [rc.to_dict() for rc in codes[i]]
+            if imputed[i]:
+                item["imputed_features"] = imputed[i]
+            predictions.append(item)
+        response: dict[str, Any] = {
+            "id": request_id,
+            "model_name": self.name,
+            "model_version": loaded.version,
+            "threshold": loaded.threshold,
+            "predictions": predictions,
+        }
+        if any(imputed):
+            response["imputed_from"] = "reference medians of the model bundle"
+        if explain:
+            response["reason_code_method"] = scorer.explanation_method
+            response["reason_code_baseline"] = round(scorer.baseline_score, 6)
+        return response
+
+    def _record(
+        self,
+        X: np.ndarray,
+        result: ScoreResult,
+        request_id: str,
+        ids: Mapping[str, Any] | None,
+        imputed: list[list[str]] | None,
+    ) -> None:
+        if self.bound_metrics is not None:
+            self.bound_metrics.scored(result.scores.tolist(), result.decisions.tolist())
+        if self.payload_logger is not None:
+            self.payload_logger.log(
+                X, result.scores, result.decisions, request_id=request_id, identifiers=ids, imputed=imputed
+            )
+
+
+def _tensor(inp: Any) -> Tensor:
+    """A protocol-neutral tensor from a KServe ``InferInput`` (JSON lists, gRPC contents or raw bytes)."""
+    try:
+        data = inp.as_numpy() if getattr(inp, "_raw_data", None) is not None else inp.data
+    except Exception as exc:  # raw bytes that do not fit the declared shape/datatype
+        raise InputError(
+            f"input {inp.name!r}: binary data does not match datatype {inp.datatype} and shape {inp.shape}: {exc}",
+            kind="shape",
+            field=str(inp.name),
+        ) from exc
+    shape = inp.shape
+    if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InputError(f"input {inp.name!r}: invalid shape {shape!r}", kind="shape", field=str(inp.name))
+    if data is None:
+        raise InputError(f"input {inp.name!r} has no data", kind="format", field=str(inp.name))
+    return Tensor(str(inp.name), str(inp.datatype), list(shape), data)
+
+
+def _requested_outputs(request: InferRequest) -> list[str]:
+    if not request.request_outputs:
+        return list(DEFAULT_OUTPUTS)
+    names = [str(out.name) for out in request.request_outputs]
+    for name in names:
+        if name not in OUTPUTS:
+            raise InputError(f"unknown output {name!r} requested (outputs: {', '.join(OUTPUTS)})", field=name)
+    if len(set(names)) != len(names):
+        raise InputError("an output is requested more than once", field=names[0])
+    return names
+
+
+def _request_id(given: Any, headers: Mapping[str, str] | None) -> str:
+    if isinstance(given, str) and given:
+        return given[:128]
+    if headers:
+        header = headers.get("x-request-id")
+        if header:
+            return str(header)[:128]
+    return uuid.uuid4().hex
+
+
+def _rows(rows: list[Any], n_features: int) -> np.ndarray:
+    """v1 ``instances`` given as rows of numbers in schema order."""
+    for i, row in enumerate(rows):
+        if len(row) != n_features:
+            raise InputError(
+                f"instances row {i}: {len(row)} values, expected {n_features} in schema order "
+                f"({', '.join(schema.FEATURES)})",
+                kind="shape",
+            )
+        for j, value in enumerate(row):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InputError(
+                    f"feature {schema.FEATURES[j]!r}: expected a number in row {i}, got {type(value).__name__}",
+                    kind="datatype",
+                    field=schema.FEATURES[j],
+                )
+    try:
+        return np.asarray(rows, dtype=np.float64)
+    except OverflowError as exc:
+        raise InputError(f"instances: a value is too large to be a number: {exc}", kind="not_finite") from exc
