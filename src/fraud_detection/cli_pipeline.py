@@ -45,7 +45,11 @@ PackageOpt = Annotated[
 ]
 ExperimentOpt = Annotated[str, typer.Option(help="Kubeflow experiment.")]
 ServiceAccountOpt = Annotated[
-    str | None, typer.Option(help="ServiceAccount of the run's pods (needs RBAC on the InferenceService to deploy).")
+    str,
+    typer.Option(
+        help="ServiceAccount of the run's pods: manifests/ creates fraud-pipeline-runner with the rights to deploy; "
+        "'' for KFP's default."
+    ),
 ]
 
 _SYMBOLS = {"running": "▶", "succeeded": "✓", "cached": "↺", "skipped": "-", "failed": "✗"}
@@ -246,7 +250,7 @@ def submit_cmd(
     config_map: ConfigMapOpt = "fraud-detection-pipeline",
     experiment: ExperimentOpt = "fraud-detection",
     run_name: Annotated[str | None, typer.Option(help="Run display name (default: fraud-training-<time>).")] = None,
-    service_account: ServiceAccountOpt = None,
+    service_account: ServiceAccountOpt = "fraud-pipeline-runner",
 ) -> None:
     """Upload the pipeline to Kubeflow (a version per distinct package) and start a run."""
 
@@ -265,7 +269,7 @@ def submit_cmd(
                 run_name=run_name or f"fraud-training-{datetime.now(UTC):%Y%m%d-%H%M%S}",
                 experiment=experiment,
                 namespace=Settings().kfp_namespace,
-                service_account=service_account,
+                service_account=service_account or None,
             )
         LOG.info("submitted run %s", run_id)
 
@@ -293,7 +297,7 @@ def schedule_cmd(
     secret_name: SecretOpt = "fraud-s3-credentials",
     config_map: ConfigMapOpt = "fraud-detection-pipeline",
     experiment: ExperimentOpt = "fraud-detection",
-    service_account: ServiceAccountOpt = None,
+    service_account: ServiceAccountOpt = "fraud-pipeline-runner",
 ) -> None:
     """Create or update the weekly recurring training run (idempotent: one recurring run per name)."""
 
@@ -315,7 +319,7 @@ def schedule_cmd(
                 namespace=Settings().kfp_namespace,
                 # True would force caching on every task (training included): keep the compiled settings instead.
                 enable_caching=None if (not params.get("data_source") if cache is None else cache) else False,
-                service_account=service_account,
+                service_account=service_account or None,
             )
         LOG.info("recurring run %s %s (%s)", name, result.action, result.recurring_run_id)
 

@@ -1,0 +1,55 @@
+"""Component ``deploy_model``: run the registered version as a KServe canary (skipped without a cluster)."""
+
+from kfp import dsl
+
+from components import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def deploy_model(
+    model_version: str,
+    storage_uri: str,
+    store_uri: str = "",
+    model_name: str = "",
+    namespace: str = "",
+    inference_service: str = "",
+    canary_traffic_percent: int = 10,
+) -> str:
+    """Create the InferenceService, or start a canary of ``model_version`` on it (``fraud_detection.deploy``).
+
+    Judging the canary, promoting it or rolling it back is the rollout's job (``fraud rollout``).
+
+    Args:
+        model_version: Version to deploy; empty when nothing was registered (the step then does nothing).
+        storage_uri: Where the version lives (used when the InferenceService has to be created).
+        store_uri: Model store (the ``canary`` alias moves there); empty for the ``FRAUD_STORE_URI`` setting.
+        model_name: Served model name; empty for the ``FRAUD_MODEL_NAME`` setting.
+        namespace: Namespace of the InferenceService; empty for ``FRAUD_SERVING_NAMESPACE`` (else fraud-detection).
+        inference_service: InferenceService name; empty for ``FRAUD_INFERENCE_SERVICE`` (else the model name).
+        canary_traffic_percent: Share of traffic (1-99) for the new version while the previous one keeps the rest.
+
+    Returns:
+        What happened: ``created``, ``canary``, ``unchanged`` or ``skipped``.
+    """
+    import logging
+    import os
+
+    from fraud_detection.deploy import deploy_canary
+    from fraud_detection.registry import ModelRegistry
+    from fraud_detection.settings import Settings
+
+    if not model_version:
+        logging.getLogger(__name__).info("deploy skipped: no version was registered")
+        return "skipped"
+    settings = Settings()
+    name = model_name or settings.model_name
+    result = deploy_canary(
+        name=inference_service or os.environ.get("FRAUD_INFERENCE_SERVICE") or name,
+        namespace=namespace or os.environ.get("FRAUD_SERVING_NAMESPACE") or "fraud-detection",
+        model_name=name,
+        version=model_version,
+        storage_uri=storage_uri,
+        canary_traffic_percent=canary_traffic_percent,
+        registry=ModelRegistry(settings.open_store(store_uri or None), name),
+    )
+    return result.action

@@ -1,0 +1,68 @@
+"""Component ``ingest_data``: fetch raw transactions as they are (simulated, a local path or an ``s3://`` URI)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def ingest_data(
+    raw: Output[Dataset],
+    data_source: str = "",
+    source_version: str = "",
+    n_customers: int = 5_000,
+    n_terminals: int = 10_000,
+    n_days: int = 183,
+    start_date: str = "2018-04-01",
+    seed: int = 0,
+) -> str:
+    """Fetch raw transactions unchanged into a directory; checking them is ``validate_data``'s job.
+
+    Args:
+        raw: Output directory holding the source file(s) under their own names (Parquet when simulated).
+        data_source: Empty to simulate; else a ``.csv``/``.parquet`` file or Parquet directory, local or ``s3://``
+            (endpoint and keys from ``FRAUD_S3_ENDPOINT``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``).
+        source_version: Identity of the data behind ``data_source`` (a snapshot id or digest); part of the cache key.
+        n_customers: Simulated customers.
+        n_terminals: Simulated terminals.
+        n_days: Simulated days.
+        start_date: First simulated day (YYYY-MM-DD).
+        seed: Simulation seed.
+
+    Returns:
+        A description of the source, recorded in the model's lineage.
+    """
+    import shutil
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    out = Path(raw.path)
+    out.mkdir(parents=True, exist_ok=True)
+    if not data_source:
+        from fraud_detection.schema import write_frame
+        from fraud_detection.simulate import SimulationConfig, simulate
+
+        write_frame(simulate(SimulationConfig(n_customers, n_terminals, n_days, start_date, seed)), out / "tx.parquet")
+        source = f"simulator(customers={n_customers}, terminals={n_terminals}, days={n_days}, seed={seed})"
+    elif data_source.startswith("s3://"):
+        from fraud_detection.settings import Settings
+
+        url = urlparse(data_source)
+        store, key = Settings().open_store(f"s3://{url.netloc}"), url.path.strip("/")
+        try:
+            (out / Path(key).name).write_bytes(store.read_bytes(key))
+        except KeyError:
+            store.download_dir(key + "/", out)
+        source = data_source
+    else:
+        src = Path(data_source)
+        if not src.exists():
+            raise FileNotFoundError(f"data source {data_source}: no such file or directory")
+        if src.is_dir():
+            shutil.copytree(src, out, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, out / src.name)
+        source = str(src.resolve())
+    raw.metadata.update({"source": source, "source_version": source_version})
+    return f"{source}@{source_version}" if source_version else source

@@ -1,0 +1,258 @@
+"""The ``fraud-training`` DAG: ingest, validate, features, train, evaluate, and behind the gate register and deploy.
+
+Nothing is built at import: :func:`build_pipeline` assembles the DAG for one image and one Kubernetes wiring, and
+:func:`compile_pipeline` writes the YAML that Kubeflow runs (the same object runs locally through ``kfp.local``).
+"""
+
+import logging
+from collections import namedtuple
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from components import PIPELINE_IMAGE
+
+LOG = logging.getLogger(__name__)
+
+PIPELINE_NAME = "fraud-training"
+PIPELINE_DESCRIPTION = (
+    "Payment fraud detection training: ingest raw transactions (simulated, a path or s3://), validate them, build "
+    "point-in-time features, train and evaluate on held-out days, and - only when the candidate beats production by "
+    "the configured AP margin without losing card precision@100 - register it and deploy it as a KServe canary."
+)
+#: Kubernetes Secret with the S3/MinIO keys (the chart's ``pipeline.existingSecret``), read as environment variables.
+SECRET_NAME = "fraud-s3-credentials"
+SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+#: ConfigMap with the non-secret settings the chart renders (``<release>-pipeline``), read as environment variables.
+CONFIG_MAP_NAME = "fraud-detection-pipeline"
+CONFIG_MAP_KEYS = (
+    "FRAUD_STORE_URI",
+    "FRAUD_S3_ENDPOINT",
+    "FRAUD_S3_REGION",
+    "FRAUD_MODEL_NAME",
+    "FRAUD_SERVING_NAMESPACE",
+    "FRAUD_INFERENCE_SERVICE",
+)
+#: Tasks that read or write the store (get the Secret); the data steps are cached.
+STORE_TASKS = ("ingest-data", "evaluate-model", "register-model", "deploy-model")
+CACHED_TASKS = ("ingest-data", "validate-data", "build-features")
+#: Tasks that run only when the candidate passes the promotion gate.
+GATED_TASKS = ("register-model", "deploy-model")
+#: Pod resources of every task: at the default data size (1.8 M transactions) the largest step peaks at about
+#: 2 GiB resident (docs/PERFORMANCE.md); the limit leaves room for larger windows.
+CPU_REQUEST, MEMORY_REQUEST, MEMORY_LIMIT = "1", "4G", "8G"
+
+
+def build_pipeline(
+    image: str = PIPELINE_IMAGE,
+    secret_name: str | None = SECRET_NAME,
+    config_map_name: str | None = CONFIG_MAP_NAME,
+) -> Any:
+    """Assemble the ``fraud-training`` pipeline.
+
+    Args:
+        image: The pipeline image every task runs on.
+        secret_name: Kubernetes Secret holding ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, exposed to the tasks
+            that use the store; None when the cluster grants store access otherwise (e.g. workload identity).
+        config_map_name: ConfigMap with the ``FRAUD_*`` settings (optional at run time); None to not read one.
+
+    Returns:
+        The pipeline (a kfp ``GraphComponent``): compile it, or call it under ``kfp.local``.
+    """
+    from kfp import dsl, kubernetes
+    from kfp.dsl import HTML, Metrics
+
+    from components.build_features import build_features
+    from components.deploy_model import deploy_model
+    from components.evaluate_model import evaluate_model
+    from components.ingest_data import ingest_data
+    from components.register_model import register_model
+    from components.train_model import train_model
+    from components.validate_data import validate_data
+
+    def wire(task: Any, display_name: str) -> Any:
+        task.set_container_image(image)
+        task.set_caching_options(enable_caching=task.name in CACHED_TASKS)
+        task.set_display_name(display_name)
+        task.set_cpu_request(CPU_REQUEST).set_memory_request(MEMORY_REQUEST).set_memory_limit(MEMORY_LIMIT)
+        if config_map_name:
+            keys = {key: key for key in CONFIG_MAP_KEYS}
+            kubernetes.use_config_map_as_env(task, config_map_name, keys, optional=True)
+        if secret_name and task.name in STORE_TASKS:
+            kubernetes.use_secret_as_env(task, secret_name, SECRET_KEYS)
+        return task
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
+    def fraud_training(
+        data_source: str = "",
+        source_version: str = "",
+        column_map: str = "",
+        n_customers: int = 5_000,
+        n_terminals: int = 10_000,
+        n_days: int = 183,
+        sim_start_date: str = "2018-04-01",
+        seed: int = 0,
+        window_end: str = "",
+        window_days: int = 0,
+        min_rows: int = 1_000,
+        train_days: int = 28,
+        test_days: int = 14,
+        delay_days: int = 7,
+        model_type: str = "hgb",
+        max_iter: int = 300,
+        learning_rate: float = 0.03,
+        max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 20,
+        review_cost: float = 10.0,
+        min_ap_gain: float = 0.0,
+        max_cp_loss: float = 0.0,
+        store_uri: str = "",
+        model_name: str = "",
+        serving_namespace: str = "",
+        inference_service: str = "",
+        canary_traffic_percent: int = 10,
+    ) -> NamedTuple("Outputs", [("promoted", bool), ("metrics", Metrics), ("report", HTML)]):  # type: ignore[valid-type]
+        """Train a fraud model and promote it only when it beats production.
+
+        Args:
+            data_source: Raw transactions: empty to simulate, else a CSV/Parquet file or Parquet directory, local
+                or ``s3://``.
+            source_version: Identity of the data behind ``data_source`` (snapshot id, digest); change it when the
+                data at the same URI changes, since it keys the cache of the data steps.
+            column_map: Source-to-contract column renames, ``SRC=DST`` pairs separated by commas.
+            n_customers: Simulated customers.
+            n_terminals: Simulated terminals.
+            n_days: Simulated days.
+            sim_start_date: First simulated day.
+            seed: Simulation seed.
+            window_end: Exclusive end of the data window (ISO date, UTC); empty for the day after the last event.
+            window_days: Days of data before ``window_end`` to use; 0 for all.
+            min_rows: Fewest transactions accepted in the window.
+            train_days: Most recent days before the delay window to train on; 0 for all of them.
+            test_days: Held-out test days.
+            delay_days: Label delay: days between training and test never trained on, and the age before a
+                label feeds the terminal risk features.
+            model_type: ``hgb``, ``logreg`` or ``rf``.
+            max_iter: Boosting iterations (hgb).
+            learning_rate: Boosting learning rate (hgb).
+            max_leaf_nodes: Leaves per tree (hgb).
+            min_samples_leaf: Minimum rows per leaf.
+            review_cost: Cost of reviewing one false alert (threshold choice, expected cost).
+            min_ap_gain: Average-precision gain over production required to promote.
+            max_cp_loss: Card precision@100 loss tolerated against production.
+            store_uri: Model store (directory or ``s3://bucket/prefix``); empty for ``FRAUD_STORE_URI``.
+            model_name: Model name; empty for ``FRAUD_MODEL_NAME`` (fraud-detector).
+            serving_namespace: InferenceService namespace; empty for ``FRAUD_SERVING_NAMESPACE``.
+            inference_service: InferenceService name; empty for ``FRAUD_INFERENCE_SERVICE`` (the model name).
+            canary_traffic_percent: Traffic share of the new version while the canary is analysed.
+
+        Returns:
+            Whether the candidate passed the promotion gate, its metrics (with production's on the same rows),
+            and the evaluation report.
+        """
+        ingest = wire(
+            ingest_data(
+                data_source=data_source,
+                source_version=source_version,
+                n_customers=n_customers,
+                n_terminals=n_terminals,
+                n_days=n_days,
+                start_date=sim_start_date,
+                seed=seed,
+            ),
+            "ingest data",
+        )
+        validate = wire(
+            validate_data(
+                raw=ingest.outputs["raw"],
+                column_map=column_map,
+                window_end=window_end,
+                window_days=window_days,
+                train_days=train_days,
+                test_days=test_days,
+                delay_days=delay_days,
+                min_rows=min_rows,
+            ),
+            "validate data",
+        )
+        features = wire(
+            build_features(validated=validate.outputs["validated"], label_delay_days=delay_days),
+            "build features",
+        )
+        train = wire(
+            train_model(
+                features=features.outputs["features"],
+                source=ingest.outputs["Output"],
+                model_name=model_name,
+                model_type=model_type,
+                max_iter=max_iter,
+                learning_rate=learning_rate,
+                max_leaf_nodes=max_leaf_nodes,
+                min_samples_leaf=min_samples_leaf,
+                review_cost=review_cost,
+                train_days=train_days,
+                test_days=test_days,
+                delay_days=delay_days,
+            ),
+            "train model",
+        )
+        gate_args = {
+            "store_uri": store_uri,
+            "model_name": model_name,
+            "min_ap_gain": min_ap_gain,
+            "max_cp_loss": max_cp_loss,
+        }
+        evaluate = wire(
+            evaluate_model(
+                bundle=train.outputs["bundle"],
+                test_set=train.outputs["test_set"],
+                **gate_args,
+            ),
+            "evaluate model",
+        )
+        # kfp.local resolves a condition only on a task's single "Output" (not a named NamedTuple field).
+        with dsl.If(evaluate.outputs["Output"] == True, name="candidate-beats-production"):  # noqa: E712
+            register = wire(
+                register_model(
+                    bundle=train.outputs["bundle"],
+                    test_set=train.outputs["test_set"],
+                    **gate_args,
+                ),
+                "register model",
+            )
+            wire(
+                deploy_model(
+                    model_version=register.outputs["version"],
+                    storage_uri=register.outputs["storage_uri"],
+                    store_uri=store_uri,
+                    model_name=model_name,
+                    namespace=serving_namespace,
+                    inference_service=inference_service,
+                    canary_traffic_percent=canary_traffic_percent,
+                ),
+                "deploy canary",
+            )
+        Outputs = namedtuple("Outputs", ["promoted", "metrics", "report"])
+        return Outputs(evaluate.outputs["Output"], evaluate.outputs["metrics"], evaluate.outputs["report"])
+
+    return fraud_training
+
+
+def compile_pipeline(output: Path, **options: Any) -> Path:
+    """Compile the pipeline to a YAML file (Kubeflow Pipelines IR plus the Kubernetes platform spec).
+
+    Args:
+        output: Destination ``.yaml``; parent directories are created.
+        **options: Passed to :func:`build_pipeline` (``image``, ``secret_name``, ``config_map_name``).
+
+    Returns:
+        The written path.
+    """
+    from kfp import compiler
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp.yaml")
+    compiler.Compiler().compile(build_pipeline(**options), str(tmp))
+    tmp.replace(output)
+    LOG.info("compiled %s to %s", PIPELINE_NAME, output)
+    return output
