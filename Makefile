@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 install:  ## create .venv with the package, dev tools, helm and the Debian tools (idempotent)
 	python3 tools/bootstrap.py
 
-run: install  ## end to end on the embedded defaults: simulate, train, evaluate, register
+run: install  ## end to end on the embedded defaults: the training pipeline (kfp.local), then serve and monitor it
 	$(PY) -m fraud_detection.cli demo
 
 test: install  ## unit + integration tests (real local servers); e2e is opt-in

@@ -466,37 +466,48 @@ def models_promote(
 @app.command()
 def demo(
     store: StoreOpt = None,
-    customers: Annotated[int, typer.Option(min=1)] = 5_000,
-    terminals: Annotated[int, typer.Option(min=1)] = 10_000,
-    days: Annotated[int, typer.Option(min=1)] = 183,
-    work_dir: Annotated[Path, typer.Option(help="Where data and reports go.")] = Path(".fraud/demo"),
+    work_dir: Annotated[Path, typer.Option(help="Where pipeline runs, logs and reports go.")] = Path(".fraud"),
+    rows: Annotated[int, typer.Option(min=100, help="Transactions replayed through the model server.")] = 5_000,
 ) -> None:
-    """End to end on the embedded defaults: simulate, build features, train, evaluate, register."""
-    from fraud_detection.features import build_features
-    from fraud_detection.simulate import SimulationConfig
-    from fraud_detection.simulate import simulate as run_simulation
+    """End to end on the embedded defaults: the training pipeline (kfp.local), then serve, score and monitor."""
+    from fraud_detection.cli_pipeline import run_cmd
+    from fraud_detection.demo import serve_and_monitor
+
+    settings = _settings(store)
+    store_uri = settings.store_uri if "://" in settings.store_uri else str(Path(settings.store_uri).resolve())
+    run_cmd(store=store_uri, work_dir=work_dir / "pipeline")
 
     def body() -> None:
-        settings = _settings(store)
-        with step(f"simulating {customers:,} customers, {terminals:,} terminals, {days} days"):
-            raw = run_simulation(SimulationConfig(customers, terminals, days))
-        schema.write_frame(raw, work_dir / "transactions.parquet")
-        with step(f"building features for {len(raw):,} transactions"):
-            frame = build_features(raw)
-        _train_and_maybe_register(
-            settings,
-            frame,
-            output=None,
-            model="hgb",
-            test_days=14,
-            delay_days=7,
-            review_cost=settings.review_cost,
-            min_ap_gain=0.0,
-            max_cp_loss=0.0,
-            report_dir=work_dir / "reports",
-            source="simulator (defaults)",
+        with step("serving the production model, replaying drifted traffic, running the drift job"):
+            outcome = serve_and_monitor(store_uri, work_dir / "demo", rows)
+        traffic, drift = outcome["traffic"], outcome["drift"]
+        table = Table(title="laptop end to end: serve and monitor")
+        table.add_column("what")
+        table.add_column("result")
+        table.add_row("scored", f"{traffic.rows:,} transactions in {traffic.requests} v2 REST requests")
+        table.add_row("flagged", f"{traffic.flagged:,} ({traffic.caught} of {traffic.true_fraud} frauds caught)")
+        seed = traffic.seed_response["predictions"][0]
+        table.add_row("original project's v1 body", json.dumps({k: seed[k] for k in ("fraud_score", "is_fraud")}))
+        codes = next(o for o in traffic.explained["outputs"] if o["name"] == "reason_codes")["data"][0]
+        table.add_row(
+            "reason codes (largest amount)",
+            ", ".join(f"{c['feature']} {c['contribution']:+.3f}" for c in json.loads(codes)),
         )
-        LOG.info("ROC and PR curves in %s", work_dir / "reports")
+        for version in drift.versions:
+            d = version.drift
+            drifted = [f.column for f in d.features if f.drifted]
+            table.add_row(
+                f"drift of {version.model_version}",
+                "window too small"
+                if d.too_small
+                else f"{d.drifted_share:.0%} of features drifted (dataset drift {d.dataset_drifted}): "
+                + ", ".join(drifted),
+            )
+            if version.report_key:
+                table.add_row("Evidently report", f"{store_uri}/{version.report_key}")
+        for reason in drift.retrain_reasons:
+            table.add_row("retrain trigger", reason)
+        console.print(table)
 
     guarded(body)
 

@@ -181,6 +181,7 @@ class ModelRegistry:
             The bundle directory.
         """
         version, expected = self.resolve(ref)
+        Path(dest).mkdir(parents=True, exist_ok=True)
         target = Path(dest) / version
         if not (target / MANIFEST_FILE).exists():
             tmp = Path(tempfile.mkdtemp(dir=dest, prefix=f".{version}."))

@@ -157,6 +157,9 @@ class LocalStore(ArtifactStore):
         finally:
             tmp.unlink(missing_ok=True)
 
+    def exists(self, key: str) -> bool:  # noqa: D102
+        return self._path(key).is_file()
+
     def read_bytes(self, key: str) -> bytes:  # noqa: D102
         path = self._path(key)
         if not path.is_file():
@@ -252,6 +255,17 @@ class S3Store(ArtifactStore):
 
     def delete(self, key: str) -> None:  # noqa: D102
         self.client.remove_object(self.bucket, self.prefix + key)
+
+    def exists(self, key: str) -> bool:  # noqa: D102
+        from minio.error import S3Error
+
+        try:
+            self.client.stat_object(self.bucket, self.prefix + key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject"):
+                return False
+            raise StoreError(f"cannot stat {self.uri(key)}: {exc}") from exc
+        return True
 
     def uri(self, key: str = "") -> str:  # noqa: D102
         return f"s3://{self.bucket}/{self.prefix}{key}"
