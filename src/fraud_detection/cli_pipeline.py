@@ -251,6 +251,8 @@ def submit_cmd(
     experiment: ExperimentOpt = "fraud-detection",
     run_name: Annotated[str | None, typer.Option(help="Run display name (default: fraud-training-<time>).")] = None,
     service_account: ServiceAccountOpt = "fraud-pipeline-runner",
+    wait: Annotated[bool, typer.Option(help="Wait for the run to finish; exit non-zero unless it succeeded.")] = False,
+    timeout_minutes: Annotated[int, typer.Option(min=1, help="How long --wait waits.")] = 120,
 ) -> None:
     """Upload the pipeline to Kubeflow (a version per distinct package) and start a run."""
 
@@ -272,6 +274,12 @@ def submit_cmd(
                 service_account=service_account or None,
             )
         LOG.info("submitted run %s", run_id)
+        if wait:
+            run = client.wait_for_run_completion(run_id, timeout=timeout_minutes * 60)
+            state = str(getattr(run, "state", "UNKNOWN"))
+            LOG.info("run %s finished: %s", run_id, state)
+            if state != "SUCCEEDED":
+                raise ValueError(f"run {run_id} ended in state {state}")
 
     _guard(body)
 
