@@ -295,3 +295,34 @@ def _recurring_runs(client: Any, experiment_id: str, name: str) -> list[Any]:
         token = page.next_page_token or ""
         if not token:
             return found
+
+
+def submit_training_run(settings: Any, *, run_name: str, reason: str = "") -> str:
+    """Compile the training pipeline and start one run on the configured Kubeflow (the drift job's retrain trigger).
+
+    Args:
+        settings: :class:`fraud_detection.settings.Settings` with ``kfp_endpoint`` (and optional token, namespace).
+        run_name: Display name prefix of the run (a UTC timestamp is appended).
+        reason: Why the run is started (logged).
+
+    Returns:
+        The run id.
+    """
+    import tempfile
+    from datetime import UTC, datetime
+
+    from pipelines.training import compile_pipeline
+
+    token = settings.kfp_token.get_secret_value() if settings.kfp_token else None
+    client = make_client(settings.kfp_endpoint, token=token, namespace=settings.kfp_namespace)
+    LOG.info("starting a training run: %s", reason or "requested")
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(Path(tmp) / "fraud-training.yaml")
+        return submit(
+            client,
+            package,
+            params={},
+            run_name=f"{run_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+            namespace=settings.kfp_namespace,
+            service_account="fraud-pipeline-runner",
+        )

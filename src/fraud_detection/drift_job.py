@@ -6,6 +6,7 @@ Used by ``python -m monitoring.drift_job`` (the CronJob) and ``fraud drift`` wit
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from fraud_detection.monitor import DriftJobConfig, DriftJobResult, run_drift_job
@@ -60,15 +61,15 @@ def run_from_settings(
     return result
 
 
-def _retrain_trigger(settings: Settings):  # type: ignore[no-untyped-def]
+def _retrain_trigger(settings: Settings) -> Callable[[list[str]], bool] | None:
     """A callable starting the training pipeline on Kubeflow, or None when no endpoint is configured."""
     if not settings.kfp_endpoint or not settings.drift_retrain:
         return None
 
     def retrain(reasons: list[str]) -> bool:
-        from pipelines.client import submit_training_run
+        from pipelines.kubeflow import submit_training_run
 
-        run_id = submit_training_run(settings, run_name="drift-retrain", description="; ".join(reasons))
+        run_id = submit_training_run(settings, run_name="drift-retrain", reason="; ".join(reasons))
         LOG.info("started retraining run %s on %s", run_id, settings.kfp_endpoint)
         return True
 
