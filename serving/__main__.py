@@ -99,7 +99,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ),
         help="log scored rows to the store (auto: when a store is configured)",
     )
-    parser.add_argument("--payload_log_uri", default=None, help="store for the payload log (default --store_uri)")
+    parser.add_argument(
+        "--payload_log_uri",
+        default=env.get("FRAUD_PAYLOAD_LOG_URI"),
+        help="store for the payload log (default --store_uri)",
+    )
     parser.add_argument(
         "--payload_log_flush_rows", type=int, default=int(env.get("FRAUD_PAYLOAD_LOG_FLUSH_ROWS", "5000"))
     )

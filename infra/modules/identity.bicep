@@ -271,13 +271,14 @@ resource driftModelsRead 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
-resource driftLogsRead 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(payloadLogsContainer.id, driftIdentity.id, roles.blobReader)
+// The drift job reads the payload log and labels and writes its Evidently reports beside them (payload-logs).
+resource driftLogsWrite 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(payloadLogsContainer.id, driftIdentity.id, roles.blobContributor)
   scope: payloadLogsContainer
   properties: {
     principalId: driftIdentity.properties.principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: roles.blobReader
+    roleDefinitionId: roles.blobContributor
   }
 }
 

@@ -68,7 +68,8 @@ def labels_ingest(
 
     def body() -> None:
         labels = read_label_file(file)
-        key = ingest_labels(_settings(store).open_store(), labels)
+        settings = _settings(store)
+        key = ingest_labels(settings.open_store() if store else settings.open_log_store(), labels)
         typer.echo(key)
 
     guarded(body)

@@ -46,9 +46,11 @@ def run_from_settings(
         ap_floor=settings.drift_ap_floor,
     )
     gateway = pushgateway_url or settings.pushgateway_url
+    log_store = settings.open_store(store) if store else settings.open_log_store()
     result = run_drift_job(
         settings.open_store(store),
         config,
+        log_store=log_store,
         read_window=read_payload_log,
         cache_dir=Path(settings.cache_dir),
         retrain=_retrain_trigger(settings),

@@ -126,34 +126,37 @@ def run_drift_job(
     now: datetime | None = None,
     cache_dir: Path | None = None,
     retrain: Callable[[list[str]], bool] | None = None,
+    log_store: ArtifactStore | None = None,
 ) -> DriftJobResult:
     """Run the drift job once.
 
     Args:
-        store: Where bundles, the payload log, labels and reports live.
+        store: Where the bundles live (and, without ``log_store``, the payload log, labels and reports).
         config: Job parameters.
         read_window: Reads the payload log of a model between two times (``payload_log.read_payload_log``).
         now: End of the window (default: the current time).
         cache_dir: Local cache for bundles.
         retrain: Starts retraining with the reasons; returns whether a run was started. None: log only.
+        log_store: Where the payload log, labels and reports live, when apart from the model store.
 
     Returns:
         The result.
     """
     started = time.monotonic()
+    logs = log_store or store
     end = now or datetime.now(UTC)
     start = end - timedelta(hours=config.window_hours)
     registry = ModelRegistry(store, config.model_name)
     production = registry.get_alias("production")
-    window = read_window(store, config.model_name, start, end)
+    window = read_window(logs, config.model_name, start, end)
     LOG.info("payload log %s..%s: %d rows", start.isoformat(), end.isoformat(), len(window))
     versions = sorted(set(window["model_version"].astype(str))) if len(window) else []
     if production is not None and production["version"] not in versions:
         versions.append(str(production["version"]))
     if not versions:
         raise LookupError(f"no production model for {config.model_name} in {store.uri()} and no logged predictions")
-    labels = load_labels(store)
-    label_window = read_window(store, config.model_name, end - timedelta(days=60), end) if len(labels) else window
+    labels = load_labels(logs)
+    label_window = read_window(logs, config.model_name, end - timedelta(days=60), end) if len(labels) else window
     cache = cache_dir or Path(tempfile.mkdtemp(prefix="fraud-drift-"))
     reports = []
     for version in versions:
@@ -173,7 +176,7 @@ def run_drift_job(
             key = None
             if html.exists():
                 key = f"reports/drift/{config.model_name}/{stamp}-{version}.html"
-                store.write_bytes(key, html.read_bytes())
+                logs.write_bytes(key, html.read_bytes())
         preds = label_window[label_window["model_version"].astype(str) == version] if len(label_window) else window
         quality = realised_quality(preds, labels, end) if len(labels) else []
         estimate = estimated_precision(current).get(version, float("nan")) if len(current) else float("nan")
@@ -187,7 +190,7 @@ def run_drift_job(
     elif reasons:
         LOG.warning("retraining not configured (no Kubeflow endpoint): start it by hand with `fraud pipeline submit`")
     result = DriftJobResult(config.model_name, start, end, reports, reasons, started_run, time.monotonic() - started)
-    store.write_bytes(
+    logs.write_bytes(
         f"reports/drift/{config.model_name}/{end:%Y%m%dT%H%M%SZ}.json",
         json.dumps(result.as_dict(), indent=2, default=str).encode(),
     )

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
         description="Blob account endpoint for az:// store URIs, e.g. https://acct.blob.core.windows.net "
         "(credentials: AZURE_STORAGE_CONNECTION_STRING, else workload identity)",
     )
+    payload_log_uri: str | None = Field(
+        default=None,
+        description="store of the payload log, labels and drift reports when apart from the model store "
+        "(e.g. az://payload-logs on AKS); default: store_uri",
+    )
     model_name: str = "fraud-detector"
     review_cost: float = Field(default=10.0, ge=0)
     label_delay_days: int = Field(default=7, ge=0)
@@ -40,6 +45,14 @@ class Settings(BaseSettings):
     kfp_endpoint: str | None = None
     kfp_namespace: str | None = None
     kfp_token: SecretStr | None = None
+
+    def open_log_store(self) -> ArtifactStore:
+        """Open the store of the payload log, labels and drift reports.
+
+        Returns:
+            The store (the model store unless ``payload_log_uri`` is set).
+        """
+        return self.open_store(self.payload_log_uri or self.store_uri)
 
     def open_store(self, uri: str | None = None) -> ArtifactStore:
         """Open the configured store (or another URI with the same credentials).

@@ -143,6 +143,14 @@ Store settings shared by the predictor and the drift job (FRAUD_* settings plus 
   value: {{ .Values.store.uri | quote }}
 - name: FRAUD_MODEL_NAME
   value: {{ .Values.model.name | quote }}
+{{- with .Values.store.payloadLogUri }}
+- name: FRAUD_PAYLOAD_LOG_URI
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.store.azure.accountUrl }}
+- name: FRAUD_AZURE_STORAGE_ACCOUNT_URL
+  value: {{ . | quote }}
+{{- end }}
 {{- with include "fraud-detection.s3EndpointUrl" . }}
 - name: FRAUD_S3_ENDPOINT
   value: {{ . | quote }}
