@@ -218,7 +218,7 @@ param servingServiceAccountName string = 'fraud-detection'
 @description('Service account of the drift CronJob (shared with the model server unless the chart gives it its own).')
 @minLength(1)
 @maxLength(253)
-param driftServiceAccountName string = 'fraud-detection'
+param driftServiceAccountName string = 'fraud-detection-drift'
 
 @description('Service account of the in-cluster rollout step.')
 @minLength(1)

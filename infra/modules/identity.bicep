@@ -36,7 +36,7 @@ param servingServiceAccountName string = 'fraud-detection'
 @description('Service account of the drift CronJob (the chart shares the serving one unless it gets its own).')
 @minLength(1)
 @maxLength(253)
-param driftServiceAccountName string = 'fraud-detection'
+param driftServiceAccountName string = 'fraud-detection-drift'
 
 @description('Service account of the in-cluster rollout step (the chart\'s rollout.serviceAccount).')
 @minLength(1)

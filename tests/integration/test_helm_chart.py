@@ -482,7 +482,11 @@ TOGGLES: dict[str, tuple[str, set[tuple[str, str]] | None]] = {
     ),
     "drift": (
         "drift.enabled=false",
-        {("CronJob", "fraud-detection-drift"), ("NetworkPolicy", "fraud-detection-drift")},
+        {
+            ("CronJob", "fraud-detection-drift"),
+            ("NetworkPolicy", "fraud-detection-drift"),
+            ("ServiceAccount", "fraud-detection-drift"),
+        },
     ),
     "rollout": (
         "rollout.enabled=false",

@@ -122,6 +122,10 @@ ServiceAccount names. The store identity (predictor and drift job) and the rollo
 {{- end }}
 {{- end }}
 
+{{- define "fraud-detection.driftServiceAccountName" -}}
+{{- .Values.drift.serviceAccount.name | default (include "fraud-detection.componentName" (list . "drift")) }}
+{{- end }}
+
 {{- define "fraud-detection.rolloutServiceAccountName" -}}
 {{- .Values.rollout.serviceAccount.name | default (include "fraud-detection.componentName" (list . "rollout")) }}
 {{- end }}
