@@ -1128,22 +1128,7 @@ def promote_patch(isvc: Mapping[str, Any], version: str, annotations: Mapping[st
     Returns:
         The JSON patch.
     """
-    state = read_state(isvc)
-    if not state.storage_uri:
-        raise RolloutError(f"InferenceService {state.name}: {CONTAINER_NAME} has no {ENV_STORAGE_URI}")
-    ops: JsonPatch = []
-    if state.model_version != version:
-        ops += _env_ops(
-            isvc, {ENV_STORAGE_URI: storage_uri_for(state.storage_uri, version), ENV_MODEL_VERSION: version}
-        )
-    return (
-        ops
-        + _percent_op(isvc, None)
-        + annotation_ops(
-            isvc,
-            {**annotations, ANNOTATION_STABLE: version, ANNOTATION_CANARY: None, DEPLOY_VERSION_ANNOTATION: version},
-        )
-    )
+    return _settle_patch(isvc, version, None, annotations)
 
 
 def rollback_patch(isvc: Mapping[str, Any], stable_version: str, annotations: Mapping[str, str]) -> JsonPatch:
@@ -1161,28 +1146,33 @@ def rollback_patch(isvc: Mapping[str, Any], stable_version: str, annotations: Ma
     Returns:
         The JSON patch.
     """
+    return _settle_patch(isvc, stable_version, 0, annotations)
+
+
+def _settle_patch(
+    isvc: Mapping[str, Any], version: str, percent: int | None, annotations: Mapping[str, str]
+) -> JsonPatch:
+    """Point the spec at ``version`` (if it is not already), set or remove the canary percent, record the result.
+
+    Args:
+        isvc: The current object.
+        version: The version that becomes (or stays) the spec and the stable version.
+        percent: ``canaryTrafficPercent`` to set, or None to remove it.
+        annotations: Decision annotations to write.
+
+    Returns:
+        The JSON patch.
+    """
     state = read_state(isvc)
     if not state.storage_uri:
         raise RolloutError(f"InferenceService {state.name}: {CONTAINER_NAME} has no {ENV_STORAGE_URI}")
     ops: JsonPatch = []
-    if state.model_version != stable_version:
+    if state.model_version != version:
         ops += _env_ops(
-            isvc,
-            {ENV_STORAGE_URI: storage_uri_for(state.storage_uri, stable_version), ENV_MODEL_VERSION: stable_version},
+            isvc, {ENV_STORAGE_URI: storage_uri_for(state.storage_uri, version), ENV_MODEL_VERSION: version}
         )
-    return (
-        ops
-        + _percent_op(isvc, 0)
-        + annotation_ops(
-            isvc,
-            {
-                **annotations,
-                ANNOTATION_STABLE: stable_version,
-                ANNOTATION_CANARY: None,
-                DEPLOY_VERSION_ANNOTATION: stable_version,
-            },
-        )
-    )
+    stable = {ANNOTATION_STABLE: version, ANNOTATION_CANARY: None, DEPLOY_VERSION_ANNOTATION: version}
+    return ops + _percent_op(isvc, percent) + annotation_ops(isvc, {**annotations, **stable})
 
 
 def finish_rollback_patch(isvc: Mapping[str, Any]) -> JsonPatch:
