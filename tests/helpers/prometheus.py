@@ -58,7 +58,11 @@ def pushgateway(workdir: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     with open(workdir / "pushgateway.log", "wb") as log:
         proc = subprocess.Popen(
-            [str(PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT
+            # Debian's build persists to /var/lib/prometheus/pushgateway.data by default: keep this run's state in
+            # memory only, so runs never see each other's metrics.
+            [str(PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_until(lambda: proc.poll() is None and http_ok(f"{url}/-/ready"), timeout=30, what="Pushgateway")
