@@ -249,10 +249,10 @@ def compile_pipeline(output: Path, **options: Any) -> Path:
     """
     from kfp import compiler
 
+    from fraud_detection.store import atomic_file
+
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp.yaml")
-    compiler.Compiler().compile(build_pipeline(**options), str(tmp))
-    tmp.replace(output)
+    with atomic_file(output) as tmp:
+        compiler.Compiler().compile(build_pipeline(**options), str(tmp))
     LOG.info("compiled %s to %s", PIPELINE_NAME, output)
     return output

@@ -19,6 +19,7 @@ import pandas as pd
 
 from fraud_detection import schema
 from fraud_detection.bundle import SCORE_COLUMN
+from fraud_detection.store import atomic_file
 
 LOG = logging.getLogger(__name__)
 
@@ -164,11 +165,8 @@ def compute_drift(
         min_rows=min_rows,
     )
     if report_path is not None:
-        report_path = Path(report_path)
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = report_path.with_name(f".{report_path.name}.tmp")
-        snapshot.save_html(str(tmp))
-        tmp.replace(report_path)
+        with atomic_file(report_path) as tmp:
+            snapshot.save_html(str(tmp))
     LOG.info(
         "drift: %d/%d features drifted (share %.2f), dataset drift %s, score drift %s",
         sum(f.drifted for f in feature_drift),

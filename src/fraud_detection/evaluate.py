@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 from fraud_detection import schema
+from fraud_detection.store import atomic_file
 
 LOG = logging.getLogger(__name__)
 METRIC_NAMES: tuple[str, ...] = ("roc_auc", "average_precision", "card_precision_at_100")
@@ -494,10 +495,9 @@ def plot_curves(labels: np.ndarray, scores: np.ndarray, out_dir: Path, title: st
         ax.legend(loc="lower right" if diag else "upper right")
         fig.tight_layout()
         path = out_dir / f"{kind}.png"
-        tmp = out_dir / f".{kind}.png.tmp"
-        fig.savefig(tmp, format="png")
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
-        tmp.replace(path)
         paths[kind] = path
     return paths
 

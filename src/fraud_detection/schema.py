@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fraud_detection.store import atomic_file
+
 LOG = logging.getLogger(__name__)
 
 TRANSACTION_ID = "transaction_id"
@@ -277,13 +279,11 @@ def write_frame(df: pd.DataFrame, path: str | Path) -> Path:
         The written path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
-        df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        if path.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
     return path
 
 

@@ -13,10 +13,35 @@ import logging
 import os
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 LOG = logging.getLogger(__name__)
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that is renamed onto it only when the block succeeds.
+
+    Readers see the old file or the complete new one, never a part; on failure the temporary file is removed. The
+    temporary name keeps the suffix, for writers that choose the format by it.
+
+    Args:
+        path: Destination file (its directory is created).
+
+    Yields:
+        The temporary path to write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class StoreError(RuntimeError):
@@ -145,17 +170,10 @@ class LocalStore(ArtifactStore):
         return path
 
     def write_bytes(self, key: str, data: bytes) -> None:  # noqa: D102
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_file(self._path(key)) as tmp, open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def exists(self, key: str) -> bool:  # noqa: D102
         return self._path(key).is_file()

@@ -24,6 +24,7 @@ from fraud_detection.bundle import (
 )
 from fraud_detection.evaluate import FraudMetrics, GateDecision, compute_metrics, plot_curves, promotion_gate
 from fraud_detection.registry import ModelRegistry
+from fraud_detection.store import atomic_file
 from fraud_detection.train import TrainConfig, TrainResult, score, train
 
 LOG = logging.getLogger(__name__)
@@ -237,8 +238,6 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
         The path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=str))
     return path
