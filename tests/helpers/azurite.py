@@ -13,14 +13,13 @@ import datetime as dt
 import ipaddress
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers.net import free_port, wait_until
+from tests.helpers.net import free_port, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE_DIR = ROOT / ".venv" / "azurite"
@@ -144,10 +143,5 @@ def azurite(workdir: Path, *, https: bool = False) -> Iterator[AzuriteServer]:
         scheme = "https" if https else "http"
         yield AzuriteServer(f"{scheme}://127.0.0.1:{port}/{DEV_ACCOUNT}", ca_file=ca_file)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()

@@ -1,8 +1,10 @@
-"""Loopback networking helpers for tests: free ports and readiness polling with a deadline."""
+"""Loopback helpers for tests: free ports, readiness polling with a deadline, stopping server processes."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -39,3 +41,15 @@ def http_ok(url: str) -> bool:
             return bool(resp.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """SIGTERM a server process and wait for it; SIGKILL it after ``timeout``. Returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)

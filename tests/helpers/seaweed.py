@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers.net import free_port, http_ok
+from tests.helpers.net import free_port, http_ok, stop_process
 
 STOP_TIMEOUT_S = 10.0
 
@@ -131,11 +130,5 @@ def seaweedfs(workdir: Path, *, start_timeout: float = 30.0) -> Iterator[S3Serve
             time.sleep(0.1)
         yield S3Server(endpoint, access_key, secret_key, log_path)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, STOP_TIMEOUT_S)
         log.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.net import free_port, http_ok, wait_until
+from tests.helpers.net import free_port, http_ok, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "serving"
@@ -115,14 +114,7 @@ def stop(server: ServingProcess, timeout: float = 30.0) -> int:
     Returns:
         The exit code.
     """
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
-    return int(server.proc.returncode)
+    return stop_process(server.proc, timeout)
 
 
 def http(

@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,14 @@ from fraud_detection import rollout as ro
 from fraud_detection.registry import ModelRegistry
 from fraud_detection.schema import FEATURES
 from fraud_detection.store import LocalStore
-from tests.helpers.net import free_port, http_ok, wait_until
+from tests.helpers.net import free_port, http_ok, stop_process, wait_until
+from tests.helpers.prometheus import PROMETHEUS
+from tests.helpers.prometheus import prometheus as start_prometheus
 
 LOG = logging.getLogger(__name__)
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-PROMETHEUS = "/usr/bin/prometheus"
 TRAFFIC_SECONDS = 18.0
 ROWS_PER_REQUEST = 8
 BAD_SHARE = 0.3  # share of the worse canary's requests that are malformed
@@ -58,16 +59,6 @@ def _fraud_cli() -> list[str]:
 def _run(args: list[str], cwd: Path) -> None:
     proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout)
 
 
 @dataclass
@@ -126,7 +117,7 @@ class Lab:
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two real bundles of different versions (different boosting iterations, hence different model digests)."""
-    if not Path(PROMETHEUS).exists():
+    if not PROMETHEUS.exists():
         pytest.fail(f"{PROMETHEUS} is missing: run `python3 tools/bootstrap.py` (installs Debian's prometheus)")
     work = tmp_path_factory.mktemp("rollout-bundles")
     data = work / "tx.parquet"
@@ -178,34 +169,6 @@ def _start_server(model_name: str, bundle: Path, logs: Path) -> Server:
     return Server(model_name, _version(bundle), port, proc, log)
 
 
-def _start_prometheus(targets: list[str], work: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    config = work / "prometheus.yml"
-    config.write_text(
-        json.dumps(
-            {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [{"job_name": "serving", "static_configs": [{"targets": targets}]}],
-            }
-        )
-    )
-    log = work / "prometheus.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={work / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=1h",
-                "--log.level=warn",
-            ],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    return proc, f"http://127.0.0.1:{port}", log
-
-
 def _request_body(rows: pd.DataFrame, bad: bool) -> bytes:
     inputs = []
     for name in FEATURES:
@@ -230,6 +193,7 @@ def lab(bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
     work = tmp_path_factory.mktemp("rollout-lab")
     servers: dict[str, Server] = {}
     procs: list[subprocess.Popen[bytes]] = []
+    stack = ExitStack()
     try:
         for key, (model, bundle) in {
             "equal-stable": ("fraud-equal", stable_bundle),
@@ -246,10 +210,11 @@ def lab(bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
                 interval=0.2,
                 what=f"{server.model_name} {server.version} ready (log {server.log})",
             )
-        prom_proc, prom_url, prom_log = _start_prometheus([f"127.0.0.1:{s.port}" for s in servers.values()], work)
-        procs.append(prom_proc)
-        prometheus = ro.PrometheusClient(prom_url)
-        wait_until(lambda: http_ok(f"{prom_url}/-/ready"), timeout=30, what=f"Prometheus ready (log {prom_log})")
+        targets = [f"127.0.0.1:{s.port}" for s in servers.values()]
+        prom = stack.enter_context(
+            start_prometheus(work, [{"job_name": "serving", "static_configs": [{"targets": targets}]}])
+        )
+        prometheus = ro.PrometheusClient(prom.url)
         # Every server scraped at least once while its counters are still at zero, so increase() sees all traffic.
         wait_until(
             lambda: (prometheus.scalar("count(fraud_serving_model_info == 1)") or 0) == len(servers),
@@ -281,9 +246,10 @@ def lab(bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
         )
         yield Lab(prometheus, servers, stable_version, canary_version, start, end, time.time())
     finally:
+        stack.close()
         for proc in procs:
-            _stop(proc)
-        shutil.rmtree(work / "data", ignore_errors=True)
+            stop_process(proc)
+        shutil.rmtree(work / "prom-data", ignore_errors=True)
 
 
 def _analyse(lab: Lab, model_name: str, **kwargs: Any) -> ro.RolloutDecision:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,26 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers.prometheus import promtool
+
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS_DIR = ROOT / "monitoring" / "alerts"
 RULE_FILE = ALERTS_DIR / "fraud-detection.rules.yaml"
 TEST_FILES = sorted((ALERTS_DIR / "tests").glob("*.yaml"))
 PROMETHEUS_RULE_CRD = ROOT / "tests" / "schemas" / "prometheus-operator_monitoring.coreos.com_prometheusrules.yaml"
 RUNBOOK = "docs/RUNBOOK.md"
-
-
-def _promtool() -> str:
-    """Path of promtool; a failure under CI (env CI set), a skip elsewhere."""
-    path = shutil.which("promtool")
-    if path is None:
-        message = (
-            "promtool not found on PATH: it comes with Debian's `prometheus` package "
-            "(`make install` / tools/bootstrap.py installs it)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def _load(path: Path) -> Any:
@@ -99,7 +85,7 @@ def _python_regexes(schema: Any) -> Any:
 
 def test_promtool_check_rules() -> None:
     result = subprocess.run(
-        [_promtool(), "check", "rules", str(RULE_FILE)], capture_output=True, text=True, timeout=60, check=False
+        [promtool(), "check", "rules", str(RULE_FILE)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
@@ -107,7 +93,7 @@ def test_promtool_check_rules() -> None:
 
 def test_promtool_test_rules() -> None:
     result = subprocess.run(
-        [_promtool(), "test", "rules", *(str(p) for p in TEST_FILES)],
+        [promtool(), "test", "rules", *(str(p) for p in TEST_FILES)],
         capture_output=True,
         text=True,
         timeout=120,

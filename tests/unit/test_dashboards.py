@@ -7,7 +7,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.helpers.prometheus import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "monitoring" / "dashboards"
@@ -58,19 +59,6 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = (
-            "promtool not found on PATH: it comes with Debian's `prometheus` package "
-            "(`make install` / tools/bootstrap.py installs it)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def _dashboards() -> dict[str, dict[str, Any]]:
@@ -254,7 +242,7 @@ def test_variables_used_are_defined() -> None:
 
 
 def test_every_expression_passes_promtool(tmp_path: Path) -> None:
-    promtool = _promtool()
+    binary = promtool()
     rules, origin = [], {}
     for index, (name, panel, target) in enumerate(_targets()):
         record = f"dashboard:expr_{index}"
@@ -268,7 +256,7 @@ def test_every_expression_passes_promtool(tmp_path: Path) -> None:
     rule_file = tmp_path / "dashboard-exprs.rules.yaml"
     rule_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}), encoding="utf-8")
     result = subprocess.run(
-        [promtool, "check", "rules", str(rule_file)], capture_output=True, text=True, timeout=60, check=False
+        [binary, "check", "rules", str(rule_file)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr + "\n" + json.dumps(origin, indent=1)
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
@@ -276,14 +264,14 @@ def test_every_expression_passes_promtool(tmp_path: Path) -> None:
 
 def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:
     """The check above can fail: promtool rejects an invalid expression written the same way."""
-    promtool = _promtool()
+    binary = promtool()
     rule_file = tmp_path / "broken.rules.yaml"
     broken = substitute('sum by (model_version) (rate(fraud_serving_requests_total{model_name=~"$model_name"}))')
     rule_file.write_text(
         yaml.safe_dump({"groups": [{"name": "g", "rules": [{"record": "dashboard:broken", "expr": broken}]}]}),
         encoding="utf-8",
     )
-    result = subprocess.run([promtool, "check", "rules", str(rule_file)], capture_output=True, text=True, check=False)
+    result = subprocess.run([binary, "check", "rules", str(rule_file)], capture_output=True, text=True, check=False)
     assert result.returncode != 0
 
 
