@@ -46,9 +46,11 @@ def run_from_settings(
         ap_floor=settings.drift_ap_floor,
     )
     gateway = pushgateway_url or settings.pushgateway_url
-    log_store = settings.open_store(store) if store else settings.open_log_store()
+    model_store = settings.open_store(store)
+    # One store serves both unless the payload log lives apart (and no --store overrides everything).
+    log_store = settings.open_log_store() if settings.payload_log_uri and not store else model_store
     result = run_drift_job(
-        settings.open_store(store),
+        model_store,
         config,
         log_store=log_store,
         read_window=read_payload_log,

@@ -30,6 +30,8 @@ from fraud_detection.registry import ModelRegistry
 from fraud_detection.store import ArtifactStore
 
 LOG = logging.getLogger(__name__)
+#: How far back logged predictions are joined with delayed labels.
+LABEL_HISTORY = timedelta(days=60)
 
 
 @dataclass(frozen=True)
@@ -148,15 +150,18 @@ def run_drift_job(
     start = end - timedelta(hours=config.window_hours)
     registry = ModelRegistry(store, config.model_name)
     production = registry.get_alias("production")
-    window = read_window(logs, config.model_name, start, end)
+    labels = load_labels(logs)
+    # With labels, realised quality needs the last LABEL_HISTORY of predictions: read the log once and take the
+    # drift window from it.
+    label_start = min(start, end - LABEL_HISTORY) if len(labels) else start
+    label_window = read_window(logs, config.model_name, label_start, end)
+    window = label_window[label_window["scored_at"] >= start] if label_start < start else label_window
     LOG.info("payload log %s..%s: %d rows", start.isoformat(), end.isoformat(), len(window))
     versions = sorted(set(window["model_version"].astype(str))) if len(window) else []
     if production is not None and production["version"] not in versions:
         versions.append(str(production["version"]))
     if not versions:
         raise LookupError(f"no production model for {config.model_name} in {store.uri()} and no logged predictions")
-    labels = load_labels(logs)
-    label_window = read_window(logs, config.model_name, end - timedelta(days=60), end) if len(labels) else window
     cache = cache_dir or Path(tempfile.mkdtemp(prefix="fraud-drift-"))
     reports = []
     for version in versions:
