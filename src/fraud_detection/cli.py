@@ -73,18 +73,20 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def guarded(fn: Callable[[], T]) -> T:
+def guarded(fn: Callable[[], T], also: tuple[type[Exception], ...] = ()) -> T:
     """Run a command body; turn an expected error into a clear message and exit code 2.
 
     Args:
         fn: The command body.
+        also: Further exception types a command group expects (e.g. a failed pipeline step).
 
     Returns:
         Its result.
     """
+    expected: tuple[type[Exception], ...] = (*EXPECTED_ERRORS, *also)
     try:
         return fn()
-    except EXPECTED_ERRORS as exc:
+    except expected as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=2) from exc
 

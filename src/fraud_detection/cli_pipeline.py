@@ -57,14 +57,10 @@ _SYMBOLS = {"running": "▶", "succeeded": "✓", "cached": "↺", "skipped": "-
 
 def _guard(fn: Callable[[], None]) -> None:
     """Run a command body; report expected errors (and a failed step) in one line with exit code 2."""
-    from fraud_detection.cli import EXPECTED_ERRORS, err_console
+    from fraud_detection.cli import guarded
     from pipelines.local import PipelineRunError
 
-    try:
-        fn()
-    except (PipelineRunError, *EXPECTED_ERRORS) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(code=2) from exc
+    guarded(fn, (PipelineRunError,))
 
 
 def _build_options(image: str | None, secret_name: str, config_map: str) -> dict[str, Any]:

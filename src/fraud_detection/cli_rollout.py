@@ -55,14 +55,10 @@ JsonOutOpt = Annotated[Path | None, typer.Option("--output-json", help="Also wri
 
 def _guarded(body: Callable[[], T]) -> T:
     """Run a command body like the core CLI does: expected errors become a message and exit code 2."""
-    from fraud_detection.cli import err_console, guarded
+    from fraud_detection.cli import guarded
     from fraud_detection.rollout import PrometheusError, RolloutError
 
-    try:
-        return guarded(body)
-    except (RolloutError, PrometheusError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(code=2) from exc
+    return guarded(body, (RolloutError, PrometheusError))
 
 
 def _settings(store: str | None, namespace: str | None, name: str | None) -> RolloutSettings:
