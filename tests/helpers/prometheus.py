@@ -20,6 +20,7 @@ from tests.helpers.net import free_port, http_ok, stop_process, wait_until
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 PUSHGATEWAY = Path("/usr/bin/prometheus-pushgateway")
+SCRAPE_INTERVAL_SECONDS = 1  # whole seconds: Prometheus durations take integers
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,11 @@ def prometheus(
     config.write_text(
         json.dumps(
             {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "global": {
+                    "scrape_interval": f"{SCRAPE_INTERVAL_SECONDS}s",
+                    "scrape_timeout": f"{SCRAPE_INTERVAL_SECONDS}s",
+                    "evaluation_interval": f"{SCRAPE_INTERVAL_SECONDS}s",
+                },
                 "rule_files": [str(p) for p in rule_files],
                 "scrape_configs": scrape_configs,
             }
