@@ -35,7 +35,6 @@ def deploy_model(
     import os
 
     from fraud_detection.deploy import deploy_canary
-    from fraud_detection.registry import ModelRegistry
     from fraud_detection.settings import Settings
 
     if not model_version:
@@ -50,6 +49,6 @@ def deploy_model(
         version=model_version,
         storage_uri=storage_uri,
         canary_traffic_percent=canary_traffic_percent,
-        registry=ModelRegistry(settings.open_store(store_uri or None), name),
+        registry=settings.open_registry(store_uri, name),
     )
     return result.action

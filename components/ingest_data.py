@@ -33,36 +33,13 @@ def ingest_data(
     Returns:
         A description of the source, recorded in the model's lineage.
     """
-    import shutil
     from pathlib import Path
-    from urllib.parse import urlparse
 
-    out = Path(raw.path)
-    out.mkdir(parents=True, exist_ok=True)
-    if not data_source:
-        from fraud_detection.schema import write_frame
-        from fraud_detection.simulate import SimulationConfig, simulate
+    from fraud_detection.settings import Settings
+    from fraud_detection.simulate import SimulationConfig
+    from fraud_detection.workflow import ingest
 
-        write_frame(simulate(SimulationConfig(n_customers, n_terminals, n_days, start_date, seed)), out / "tx.parquet")
-        source = f"simulator(customers={n_customers}, terminals={n_terminals}, days={n_days}, seed={seed})"
-    elif data_source.startswith("s3://"):
-        from fraud_detection.settings import Settings
-
-        url = urlparse(data_source)
-        store, key = Settings().open_store(f"s3://{url.netloc}"), url.path.strip("/")
-        try:
-            (out / Path(key).name).write_bytes(store.read_bytes(key))
-        except KeyError:
-            store.download_dir(key + "/", out)
-        source = data_source
-    else:
-        src = Path(data_source)
-        if not src.exists():
-            raise FileNotFoundError(f"data source {data_source}: no such file or directory")
-        if src.is_dir():
-            shutil.copytree(src, out, dirs_exist_ok=True)
-        else:
-            shutil.copy2(src, out / src.name)
-        source = str(src.resolve())
+    simulation = SimulationConfig(n_customers, n_terminals, n_days, start_date, seed)
+    source = ingest(data_source, Path(raw.path), simulation, Settings().open_store)
     raw.metadata.update({"source": source, "source_version": source_version})
     return f"{source}@{source_version}" if source_version else source

@@ -34,30 +34,20 @@ def register_model(
         The registered version and its location in the store (for KServe's ``storageUri``); both empty when
         the re-checked gate refused the candidate.
     """
-    import logging
     import tempfile
     from collections import namedtuple
     from pathlib import Path
 
     import pandas as pd
 
-    from fraud_detection.registry import ModelRegistry
     from fraud_detection.settings import Settings
     from fraud_detection.workflow import gate_and_register
 
-    settings = Settings()
-    registry = ModelRegistry(settings.open_store(store_uri or None), model_name or settings.model_name)
-    with tempfile.TemporaryDirectory() as cache:
+    registry = Settings().open_registry(store_uri, model_name)
+    test = pd.read_parquet(test_set.path)
+    with tempfile.TemporaryDirectory() as tmp:
         result = gate_and_register(
-            registry,
-            Path(bundle.path),
-            pd.read_parquet(test_set.path),
-            min_ap_gain=min_ap_gain,
-            max_cp_loss=max_cp_loss,
-            cache_dir=Path(cache),
+            registry, Path(bundle.path), test, cache_dir=Path(tmp), min_ap_gain=min_ap_gain, max_cp_loss=max_cp_loss
         )
     Outputs = namedtuple("Outputs", ["version", "storage_uri"])
-    if not result.registered:
-        logging.getLogger(__name__).warning("not registered: production is %s", result.production_version)
-        return Outputs("", "")
-    return Outputs(result.version, registry.store.uri(registry.version_prefix(result.version)).rstrip("/"))
+    return Outputs(result.version if result.registered else "", result.storage_uri)

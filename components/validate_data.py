@@ -36,36 +36,22 @@ def validate_data(
     """
     from pathlib import Path
 
-    import pandas as pd
-
     from fraud_detection import schema
-    from fraud_detection.workflow import holdout_split
+    from fraud_detection.workflow import training_window
 
     files = sorted(p for p in Path(raw.path).rglob("*") if p.is_file())
     mapping = schema.parse_column_map([p.strip() for p in column_map.split(",") if p.strip()])
     frame = schema.read_transactions(files[0] if len(files) == 1 else raw.path, mapping, require_label=True)
-    times = frame[schema.EVENT_TIME]
-    if window_end or window_days:
-        end = pd.Timestamp(window_end) if window_end else times.max().floor("D") + pd.Timedelta(days=1)
-        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
-        start = end - pd.Timedelta(days=window_days) if window_days else times.min()
-        frame = frame[(times >= start) & (times < end)].reset_index(drop=True)
-    if len(frame) < min_rows:
-        raise schema.SchemaError(f"the data window holds {len(frame)} transaction(s); min_rows is {min_rows}")
-    try:
-        split = holdout_split(frame, test_days, delay_days, train_days or None)
-    except ValueError as exc:
-        raise schema.SchemaError(str(exc)) from exc
-    for name, part in (("training", split.train), ("test", split.test)):
-        if part[schema.LABEL].nunique() < 2:
-            raise schema.SchemaError(f"column {schema.LABEL!r}: the {name} window needs both fraud and legitimate rows")
-    schema.write_frame(frame, validated.path)
-    span = frame[schema.EVENT_TIME]
-    validated.metadata.update(
-        {
-            "rows": len(frame),
-            "fraud_rate": float(frame[schema.LABEL].mean()),
-            "start": str(span.min()),
-            "end": str(span.max()),
-        }
+    frame = training_window(
+        frame,
+        window_end=window_end,
+        window_days=window_days,
+        train_days=train_days,
+        test_days=test_days,
+        delay_days=delay_days,
+        min_rows=min_rows,
     )
+    schema.write_frame(frame, validated.path)
+    times = frame[schema.EVENT_TIME]
+    stats = {"rows": len(frame), "fraud_rate": float(frame[schema.LABEL].mean())}
+    validated.metadata.update({**stats, "start": str(times.min()), "end": str(times.max())})

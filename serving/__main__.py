@@ -20,7 +20,6 @@ from pathlib import Path
 
 from fraud_detection.bundle import MANIFEST_FILE, Bundle, BundleIntegrityError, load_bundle
 from fraud_detection.payload_log import PayloadLogConfig, PayloadLogger
-from fraud_detection.registry import ModelRegistry
 from fraud_detection.settings import Settings
 from fraud_detection.store import ArtifactStore
 
@@ -239,7 +238,7 @@ def make_loader(args: argparse.Namespace, settings: Settings) -> Callable[[], Bu
         cache = Path(args.cache_dir or settings.cache_dir)
 
         def from_store() -> Bundle:
-            registry = ModelRegistry(settings.open_store(uri), args.model_name)
+            registry = settings.open_registry(uri, args.model_name)
             LOG.info("loading %s %s from %s", args.model_name, args.model_ref, uri)
             return registry.load(args.model_ref, cache)
 

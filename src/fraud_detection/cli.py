@@ -20,7 +20,7 @@ from rich.table import Table
 
 from fraud_detection import cli_monitoring, cli_pipeline, cli_rollout, schema
 from fraud_detection.bundle import BundleIntegrityError
-from fraud_detection.registry import ModelRegistry, RegistryError
+from fraud_detection.registry import RegistryError
 from fraud_detection.settings import Settings
 from fraud_detection.store import StoreError
 
@@ -270,7 +270,7 @@ def _train_and_maybe_register(
         if output is not None:
             LOG.info("bundle written to %s", output)
             return
-        registry = ModelRegistry(settings.open_store(), settings.model_name)
+        registry = settings.open_registry()
         with step("gating against production and registering"):
             result = gate_and_register(
                 registry,
@@ -316,7 +316,7 @@ def evaluate_cmd(
 
             loaded = load_bundle(bundle)
         else:
-            loaded = ModelRegistry(settings.open_store(), settings.model_name).load(model_ref, Path(settings.cache_dir))
+            loaded = settings.open_registry().load(model_ref, Path(settings.cache_dir))
         frame = _load_features(data, column_map, loaded.metadata.training.label_delay_days)
         from fraud_detection.train import score
 
@@ -414,7 +414,7 @@ def models_list(store: StoreOpt = None) -> None:
 
     def body() -> None:
         settings = _settings(store)
-        registry = ModelRegistry(settings.open_store(), settings.model_name)
+        registry = settings.open_registry()
         aliases = {a: (registry.get_alias(a) or {}).get("version") for a in ("production", "canary")}
         table = Table(title=f"{settings.model_name} in {registry.store.uri()}")
         for col in ("version", "model", "aliases", "AP", "CP@100", "threshold"):
@@ -443,7 +443,7 @@ def models_show(
 
     def body() -> None:
         settings = _settings(store)
-        meta = ModelRegistry(settings.open_store(), settings.model_name).metadata(ref)
+        meta = settings.open_registry().metadata(ref)
         console.print_json(meta.model_dump_json())
 
     guarded(body)
@@ -459,7 +459,7 @@ def models_promote(
 
     def body() -> None:
         settings = _settings(store)
-        record = ModelRegistry(settings.open_store(), settings.model_name).set_alias(alias, version)
+        record = settings.open_registry().set_alias(alias, version)
         console.print_json(json.dumps(record))
 
     guarded(body)

@@ -147,7 +147,6 @@ def run_cmd(
 
     def body() -> None:
         from fraud_detection.cli import console
-        from fraud_detection.registry import ModelRegistry
         from fraud_detection.settings import Settings
         from pipelines.local import run_local
 
@@ -180,7 +179,7 @@ def run_cmd(
             arguments |= {"data_source": source, "source_version": _fingerprint(data)}
         LOG.info("running fraud-training locally (store %s, work dir %s)", store_uri, work_dir)
         result = run_local(arguments, work_dir, enable_caching=cache, on_event=_log_event)
-        production = ModelRegistry(settings.open_store(store_uri), settings.model_name).get_alias("production")
+        production = settings.open_registry(store_uri).get_alias("production")
         current = production["version"] if production else "none"
         if result.promoted:
             LOG.info("promoted %s: it is production now (store %s)", result.candidate_version, store_uri)

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 if TYPE_CHECKING:
-    from fraud_detection.registry import ModelRegistry
     from fraud_detection.rollout import (
         InferenceServiceClient,
         PrometheusClient,
@@ -73,12 +72,6 @@ def _settings(store: str | None, namespace: str | None, name: str | None) -> Rol
     if name:
         update["inference_service"] = name
     return settings.model_copy(update=update) if update else settings
-
-
-def _registry(settings: RolloutSettings) -> ModelRegistry:
-    from fraud_detection.registry import ModelRegistry
-
-    return ModelRegistry(settings.open_store(), settings.model_name)
 
 
 def _isvc(settings: RolloutSettings) -> InferenceServiceClient:
@@ -143,7 +136,7 @@ def start(
 
     def body() -> None:
         settings = _settings(store, namespace, name)
-        registry = _registry(settings)
+        registry = settings.open_registry()
         isvc = _isvc(settings)
         with step(f"starting canary {model_version} at {percent} % on {isvc.namespace}/{isvc.name}"):
             result = start_canary(isvc, model_version, percent=percent, registry=registry, force=force, dry_run=dry_run)
@@ -213,7 +206,7 @@ def analyse_cmd(
         if apply and no_cluster:
             raise ValueError("--apply changes the InferenceService: it cannot be combined with --no-cluster")
         prometheus = _prometheus(settings, prometheus_url)
-        registry = _registry(settings)
+        registry = settings.open_registry()
         isvc = None if no_cluster else _isvc(settings)
         state = read_state(isvc.get()) if isvc is not None else None
         stable, canary = resolve_versions(state, registry, stable_version=stable_version, canary_version=canary_version)
@@ -284,7 +277,7 @@ def run_cmd(
         settings = _settings(store, namespace, name)
         seconds = parse_duration(window)
         prometheus = _prometheus(settings, prometheus_url)
-        registry = _registry(settings)
+        registry = settings.open_registry()
         isvc = _isvc(settings)
         thresholds = _thresholds(min_requests=min_requests)
         label_ns = settings.serving_namespace if metrics_namespace is None else (metrics_namespace or None)
@@ -336,7 +329,7 @@ def _manual(
 
     def body() -> None:
         settings = _settings(store, namespace, name)
-        registry = _registry(settings)
+        registry = settings.open_registry()
         isvc = _isvc(settings)
         state = read_state(isvc.get())
         if decision_name == "promote" and not state.canary_running:
@@ -397,7 +390,7 @@ def status_cmd(
 
     def body() -> None:
         settings = _settings(store, namespace, name)
-        registry = _registry(settings)
+        registry = settings.open_registry()
         out: dict[str, Any] = {
             "aliases": {a: (registry.get_alias(a) or {}).get("version") for a in ("production", "canary")}
         }

@@ -181,8 +181,11 @@ class ModelRegistry:
             The bundle directory.
         """
         version, expected = self.resolve(ref)
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        target = Path(dest) / version
+        return self._fetch(version, expected, Path(dest))
+
+    def _fetch(self, version: str, expected: str | None, dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / version
         if not (target / MANIFEST_FILE).exists():
             tmp = Path(tempfile.mkdtemp(dir=dest, prefix=f".{version}."))
             self.store.download_dir(self.version_prefix(version), tmp)
@@ -192,7 +195,7 @@ class ModelRegistry:
         return target
 
     def load(self, ref: str, cache_dir: Path) -> Bundle:
-        """Fetch, verify and load a version or alias.
+        """Fetch, verify and load a version or alias (resolved once, so a moving alias cannot mix versions).
 
         Args:
             ref: Version id or alias.
@@ -201,6 +204,5 @@ class ModelRegistry:
         Returns:
             The loaded bundle.
         """
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        _, expected = self.resolve(ref)
-        return load_bundle(self.fetch(ref, Path(cache_dir)), expected)
+        version, expected = self.resolve(ref)
+        return load_bundle(self._fetch(version, expected, Path(cache_dir)), expected)

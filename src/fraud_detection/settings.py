@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fraud_detection.registry import ModelRegistry
 from fraud_detection.store import ArtifactStore, open_store
 
 
@@ -45,6 +46,18 @@ class Settings(BaseSettings):
     kfp_endpoint: str | None = None
     kfp_namespace: str | None = None
     kfp_token: SecretStr | None = None
+
+    def open_registry(self, store_uri: str | None = None, model_name: str | None = None) -> ModelRegistry:
+        """Open the model registry.
+
+        Args:
+            store_uri: Overrides ``store_uri`` (empty or None for the setting).
+            model_name: Overrides ``model_name`` (empty or None for the setting).
+
+        Returns:
+            The registry of that model in that store.
+        """
+        return ModelRegistry(self.open_store(store_uri or None), model_name or self.model_name)
 
     def open_log_store(self) -> ArtifactStore:
         """Open the store of the payload log, labels and drift reports.

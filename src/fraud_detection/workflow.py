@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -22,12 +25,102 @@ from fraud_detection.bundle import (
     reference_sample,
     write_bundle,
 )
-from fraud_detection.evaluate import FraudMetrics, GateDecision, compute_metrics, plot_curves, promotion_gate
+from fraud_detection.evaluate import GateDecision, compute_metrics, plot_curves, promotion_gate
 from fraud_detection.registry import ModelRegistry
-from fraud_detection.store import atomic_file
+from fraud_detection.simulate import SimulationConfig, simulate
+from fraud_detection.store import ArtifactStore, atomic_file
 from fraud_detection.train import TrainConfig, TrainResult, score, train
 
 LOG = logging.getLogger(__name__)
+
+
+def ingest(
+    data_source: str, out_dir: Path, simulation: SimulationConfig, open_store: Callable[[str], ArtifactStore]
+) -> str:
+    """Fetch raw transactions unchanged into a directory (simulated when there is no source).
+
+    Args:
+        data_source: Empty to simulate; else a ``.csv``/``.parquet`` file or Parquet directory, local or ``s3://``.
+        out_dir: Destination directory; files keep their names (``tx.parquet`` when simulated).
+        simulation: What to simulate when ``data_source`` is empty.
+        open_store: Opens a store URI with the platform's credentials (``Settings.open_store``).
+
+    Returns:
+        A description of the source for the model's lineage.
+
+    Raises:
+        FileNotFoundError: A local source that does not exist.
+        KeyError: An ``s3://`` source with no such object or prefix.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not data_source:
+        schema.write_frame(simulate(simulation), out_dir / "tx.parquet")
+        c = simulation
+        return f"simulator(customers={c.n_customers}, terminals={c.n_terminals}, days={c.n_days}, seed={c.seed})"
+    if data_source.startswith("s3://"):
+        url = urlparse(data_source)
+        store, key = open_store(f"s3://{url.netloc}"), url.path.strip("/")
+        try:
+            data = store.read_bytes(key)
+        except KeyError:
+            store.download_dir(key + "/", out_dir)
+        else:
+            with atomic_file(out_dir / Path(key).name) as tmp:
+                tmp.write_bytes(data)
+        return data_source
+    src = Path(data_source)
+    if not src.exists():
+        raise FileNotFoundError(f"data source {data_source}: no such file or directory")
+    if src.is_dir():
+        shutil.copytree(src, out_dir, dirs_exist_ok=True)
+    else:
+        shutil.copy2(src, out_dir / src.name)
+    return str(src.resolve())
+
+
+def training_window(
+    frame: pd.DataFrame,
+    *,
+    window_end: str = "",
+    window_days: int = 0,
+    train_days: int = 28,
+    test_days: int = 14,
+    delay_days: int = 7,
+    min_rows: int = 1_000,
+) -> pd.DataFrame:
+    """Cut the data window and check it can train and test a model.
+
+    Args:
+        frame: Validated raw transactions.
+        window_end: Exclusive end of the window (ISO date/time, UTC); empty for the day after the last event.
+        window_days: Days in the window before ``window_end``; 0 for all the data.
+        train_days: Most recent days the training step will train on (0 for all before the delay window).
+        test_days: Held-out test days the training step will use.
+        delay_days: Label delay between training and test.
+        min_rows: Fewest transactions accepted in the window.
+
+    Returns:
+        The transactions of the window.
+
+    Raises:
+        SchemaError: The window is too small, too short, or lacks fraud or legitimate rows; the message says which.
+    """
+    times = frame[schema.EVENT_TIME]
+    if window_end or window_days:
+        end = pd.Timestamp(window_end) if window_end else times.max().floor("D") + pd.Timedelta(days=1)
+        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+        start = end - pd.Timedelta(days=window_days) if window_days else times.min()
+        frame = frame[(times >= start) & (times < end)].reset_index(drop=True)
+    if len(frame) < min_rows:
+        raise schema.SchemaError(f"the data window holds {len(frame)} transaction(s); min_rows is {min_rows}")
+    try:
+        split = holdout_split(frame, test_days, delay_days, train_days or None)
+    except ValueError as exc:
+        raise schema.SchemaError(str(exc)) from exc
+    for name, part in (("training", split.train), ("test", split.test)):
+        if part[schema.LABEL].nunique() < 2:
+            raise schema.SchemaError(f"column {schema.LABEL!r}: the {name} window needs both fraud and legitimate rows")
+    return frame
 
 
 @dataclass(frozen=True)
@@ -139,19 +232,128 @@ def train_bundle(
     return meta.model_dump(), split
 
 
-def evaluate_bundle(bundle_dir: Path, test: pd.DataFrame) -> FraudMetrics:
-    """Score a labelled frame with a bundle at its own threshold.
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate and production scored on the same labelled rows, and the promotion gate's decision.
+
+    Attributes:
+        version: The candidate's version id.
+        threshold: The candidate's decision threshold.
+        scores: The candidate's scores of the rows.
+        candidate: Candidate metrics.
+        production: Production metrics on the same rows (None without a production model).
+        production_version: Production's version (None without one).
+        decision: The gate's decision.
+    """
+
+    version: str
+    threshold: float
+    scores: np.ndarray
+    candidate: dict[str, float]
+    production: dict[str, float] | None
+    production_version: str | None
+    decision: GateDecision
+
+
+def compare_with_production(
+    registry: ModelRegistry,
+    bundle_dir: Path,
+    test: pd.DataFrame,
+    *,
+    cache_dir: Path,
+    alias: str = "production",
+    min_ap_gain: float = 0.0,
+    max_cp_loss: float = 0.0,
+) -> Comparison:
+    """Score the candidate and the model behind ``alias`` on the same rows and apply the promotion gate.
 
     Args:
-        bundle_dir: Bundle directory.
-        test: Labelled feature frame.
+        registry: The model registry.
+        bundle_dir: Candidate bundle.
+        test: Labelled test feature frame.
+        cache_dir: Local cache for the production bundle.
+        alias: The incumbent's alias.
+        min_ap_gain: Required AP improvement over production.
+        max_cp_loss: Tolerated CP@100 loss.
 
     Returns:
-        The metrics.
+        Both models' metrics and the decision.
     """
-    bundle = load_bundle(bundle_dir)
-    scores = score(bundle.model, test)
-    return compute_metrics(test, scores, bundle.metadata.threshold, bundle.metadata.review_cost)
+    candidate = load_bundle(bundle_dir)
+    meta = candidate.metadata
+    scores = score(candidate.model, test)
+    cand = compute_metrics(test, scores, meta.threshold, meta.review_cost).as_dict()
+    current = registry.get_alias(alias)
+    prod: dict[str, float] | None = None
+    if current is not None:
+        incumbent = registry.load(alias, cache_dir)
+        inc = incumbent.metadata
+        prod = compute_metrics(test, score(incumbent.model, test), inc.threshold, inc.review_cost).as_dict()
+    decision = promotion_gate(cand, prod, min_ap_gain=min_ap_gain, max_cp_loss=max_cp_loss)
+    for reason in decision.reasons:
+        LOG.info("gate: %s", reason)
+    production_version = str(current["version"]) if current else None
+    return Comparison(meta.version, meta.threshold, scores, cand, prod, production_version, decision)
+
+
+@dataclass(frozen=True)
+class CandidateReport:
+    """What the evaluation step shows: the comparison, loggable metrics, curves and an HTML page.
+
+    Attributes:
+        comparison: Candidate vs production and the gate's decision.
+        metrics: The finite candidate metrics, and production's prefixed ``production_``.
+        roc: ROC curve thinned for the Kubeflow UI: (false-positive rates, true-positive rates, thresholds).
+        confusion: Confusion matrix at the candidate's threshold, rows and columns (legitimate, fraud).
+        html: Self-contained HTML report with the verdict, metrics side by side and the ROC and PR curves.
+    """
+
+    comparison: Comparison
+    metrics: dict[str, float]
+    roc: tuple[list[float], list[float], list[float]]
+    confusion: list[list[int]]
+    html: str
+
+
+def report_candidate(
+    registry: ModelRegistry,
+    bundle_dir: Path,
+    test: pd.DataFrame,
+    *,
+    work_dir: Path,
+    min_ap_gain: float = 0.0,
+    max_cp_loss: float = 0.0,
+) -> CandidateReport:
+    """Compare the candidate with production and build the evaluation step's metrics, curves and report.
+
+    Args:
+        registry: The model registry.
+        bundle_dir: Candidate bundle.
+        test: Labelled test feature frame.
+        work_dir: Scratch directory (production bundle cache, curve images).
+        min_ap_gain: Required AP improvement over production.
+        max_cp_loss: Tolerated CP@100 loss.
+
+    Returns:
+        The report.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    from fraud_detection.evaluation_report import evaluation_html, roc_points
+
+    c = compare_with_production(
+        registry, bundle_dir, test, cache_dir=work_dir / "cache", min_ap_gain=min_ap_gain, max_cp_loss=max_cp_loss
+    )
+    labels = test[schema.LABEL].to_numpy()
+    images = {k: p.read_bytes() for k, p in plot_curves(labels, c.scores, work_dir / "png", c.version).items()}
+    named = [*c.candidate.items(), *((f"production_{k}", v) for k, v in (c.production or {}).items())]
+    return CandidateReport(
+        comparison=c,
+        metrics={k: float(v) for k, v in named if np.isfinite(v)},
+        roc=roc_points(labels, c.scores),
+        confusion=confusion_matrix(labels, c.scores >= c.threshold, labels=[0, 1]).tolist(),
+        html=evaluation_html(c.version, c.decision.reasons, c.decision.promote, c.candidate, c.production, images),
+    )
 
 
 @dataclass(frozen=True)
@@ -165,6 +367,8 @@ class RegistrationResult:
         decision: The gate's decision.
         candidate_metrics: Candidate metrics on the test frame.
         production_metrics: Incumbent metrics on the same frame (None without one).
+        storage_uri: The published version's location in the store (KServe's ``storageUri``); empty when not
+            registered.
     """
 
     registered: bool
@@ -173,6 +377,7 @@ class RegistrationResult:
     decision: GateDecision
     candidate_metrics: dict[str, float]
     production_metrics: dict[str, float] | None
+    storage_uri: str = ""
 
 
 def gate_and_register(
@@ -199,28 +404,15 @@ def gate_and_register(
     Returns:
         What happened and why.
     """
-    candidate = load_bundle(bundle_dir)
-    cand_metrics = compute_metrics(
-        test, score(candidate.model, test), candidate.metadata.threshold, candidate.metadata.review_cost
-    ).as_dict()
-    prod_metrics: dict[str, float] | None = None
-    current = registry.get_alias(alias)
-    if current is not None:
-        prod = registry.load(alias, cache_dir)
-        prod_metrics = compute_metrics(
-            test, score(prod.model, test), prod.metadata.threshold, prod.metadata.review_cost
-        ).as_dict()
-    decision = promotion_gate(cand_metrics, prod_metrics, min_ap_gain=min_ap_gain, max_cp_loss=max_cp_loss)
-    version = candidate.metadata.version
-    for reason in decision.reasons:
-        LOG.info("gate: %s", reason)
-    if not decision.promote:
-        return RegistrationResult(
-            False, version, current["version"] if current else None, decision, cand_metrics, prod_metrics
-        )
+    c = compare_with_production(
+        registry, bundle_dir, test, cache_dir=cache_dir, alias=alias, min_ap_gain=min_ap_gain, max_cp_loss=max_cp_loss
+    )
+    if not c.decision.promote:
+        return RegistrationResult(False, c.version, c.production_version, c.decision, c.candidate, c.production)
     registry.publish(Path(bundle_dir))
-    registry.set_alias(alias, version)
-    return RegistrationResult(True, version, version, decision, cand_metrics, prod_metrics)
+    registry.set_alias(alias, c.version)
+    uri = registry.store.uri(registry.version_prefix(c.version)).rstrip("/")
+    return RegistrationResult(True, c.version, c.version, c.decision, c.candidate, c.production, uri)
 
 
 def _round(values: dict[str, float]) -> dict[str, float]:

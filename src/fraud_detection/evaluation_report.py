@@ -1,4 +1,4 @@
-"""Presentation helpers of ``evaluate_model`` (plain Python, no component here): ROC points and the HTML report."""
+"""The evaluation report of a candidate model: ROC points for the Kubeflow UI and a self-contained HTML page."""
 
 from __future__ import annotations
 
