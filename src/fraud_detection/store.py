@@ -4,6 +4,10 @@ Both backends expose the same small key/value interface; everything above it (mo
 logs, reports) is written once against that interface. Each object write is atomic: the local backend writes a
 temporary file and renames it, S3 replaces an object in one PUT. Publishing a multi-file version relies on a
 completion marker written last (see :mod:`fraud_detection.registry`).
+
+Opening a store and reading from it never create anything: a mistyped bucket reads as missing (``KeyError`` naming
+the bucket, an empty listing) instead of appearing as a new, empty bucket. The first write creates a missing bucket
+(or Azure container, or local directory).
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ class ArtifactStore(ABC):
             The content.
 
         Raises:
-            KeyError: No such object.
+            KeyError: No such object, or no such bucket / container (the message then names it).
         """
 
     @abstractmethod
@@ -82,12 +86,12 @@ class ArtifactStore(ABC):
             prefix: Key prefix (a "folder" ends with ``/``).
 
         Returns:
-            Matching keys.
+            Matching keys (none when the bucket or container does not exist).
         """
 
     @abstractmethod
     def delete(self, key: str) -> None:
-        """Delete an object if it exists.
+        """Delete an object if it exists (nothing to do when its bucket or container does not exist either).
 
         Args:
             key: Object key.
@@ -145,12 +149,16 @@ class ArtifactStore(ABC):
         """
         keys = self.list(prefix)
         if not keys:
-            raise KeyError(f"nothing under {self.uri(prefix)}")
+            raise KeyError(self._nothing_under(prefix))
         for key in keys:
             dest = local / key[len(prefix) :]
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(self.read_bytes(key))
         return local
+
+    def _nothing_under(self, prefix: str) -> str:
+        """The message of a download that found nothing (backends name a missing bucket or container)."""
+        return f"nothing under {self.uri(prefix)}"
 
 
 class LocalStore(ArtifactStore):
@@ -203,6 +211,10 @@ class LocalStore(ArtifactStore):
 class S3Store(ArtifactStore):
     """An S3 bucket and prefix (MinIO, SeaweedFS, AWS), through the minio client.
 
+    Opening the store sends no request. Reads never create the bucket: reading from a missing bucket raises
+    ``KeyError`` naming the bucket and the endpoint, listing it gives no keys, deleting from it does nothing. The
+    first write to a missing bucket creates it (with the store's credentials) and is retried once.
+
     Args:
         bucket: Bucket name.
         prefix: Key prefix inside the bucket.
@@ -210,7 +222,12 @@ class S3Store(ArtifactStore):
         access_key: Access key id (from the environment, never from code).
         secret_key: Secret key (from the environment, never from code).
         region: Optional region.
-        create_bucket: Create the bucket when missing.
+        create_bucket: Create the bucket now when it is missing (one request to check, which also fails early on
+            wrong credentials); by default it is created by the first write.
+
+    Raises:
+        StoreError: An endpoint without a host, an invalid bucket name, or (with ``create_bucket``) the bucket cannot
+            be checked or created.
     """
 
     def __init__(
@@ -221,13 +238,18 @@ class S3Store(ArtifactStore):
         access_key: str | None,
         secret_key: str | None,
         region: str | None = None,
-        create_bucket: bool = True,
+        create_bucket: bool = False,
     ) -> None:
         from minio import Minio
+        from minio.helpers import check_bucket_name
 
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
         if not parsed.netloc:
             raise StoreError(f"S3 endpoint {endpoint!r} has no host")
+        try:
+            check_bucket_name(bucket)
+        except ValueError as exc:
+            raise StoreError(f"S3 bucket {bucket!r}: {exc} (3-63 lowercase letters, digits, dots and hyphens)") from exc
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.endpoint = endpoint
@@ -240,14 +262,52 @@ class S3Store(ArtifactStore):
         )
         if create_bucket:
             try:
-                if not self.client.bucket_exists(bucket):
-                    self.client.make_bucket(bucket)
+                exists = self.client.bucket_exists(bucket)
             except Exception as exc:
                 raise StoreError(f"S3 bucket {bucket!r} at {endpoint}: {exc}") from exc
+            if not exists:
+                self._create_bucket(f"s3://{bucket}")
 
-    def write_bytes(self, key: str, data: bytes) -> None:  # noqa: D102
+    def _no_bucket(self, what: str) -> str:
+        return f"no bucket {self.bucket!r} at {self.endpoint}: {what}"
+
+    def _create_bucket(self, purpose: str) -> None:
+        """Create the missing bucket; one created concurrently (by another writer) is fine."""
+        from minio.error import S3Error
+
         try:
-            self.client.put_object(self.bucket, self.prefix + key, io.BytesIO(data), len(data))
+            self.client.make_bucket(self.bucket)
+        except Exception as exc:
+            if isinstance(exc, S3Error) and exc.code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                return
+            raise StoreError(
+                f"cannot create the missing bucket {self.bucket!r} at {self.endpoint} for {purpose}: {exc}"
+            ) from exc
+        LOG.info("created S3 bucket %r at %s for %s", self.bucket, self.endpoint, purpose)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write an object in one PUT, creating the bucket first when it is missing.
+
+        Args:
+            key: Object key.
+            data: Content.
+
+        Raises:
+            StoreError: The write (or the creation of the missing bucket) failed.
+        """
+        from minio.error import S3Error
+
+        name = self.prefix + key
+        try:
+            try:
+                self.client.put_object(self.bucket, name, io.BytesIO(data), len(data))
+            except S3Error as exc:
+                if exc.code != "NoSuchBucket":
+                    raise
+                self._create_bucket(self.uri(key))
+                self.client.put_object(self.bucket, name, io.BytesIO(data), len(data))
+        except StoreError:
+            raise
         except Exception as exc:
             raise StoreError(f"cannot write {self.uri(key)}: {exc}") from exc
 
@@ -257,7 +317,9 @@ class S3Store(ArtifactStore):
         try:
             resp = self.client.get_object(self.bucket, self.prefix + key)
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchBucket"):
+            if exc.code == "NoSuchBucket":
+                raise KeyError(self._no_bucket(f"cannot read {self.uri(key)}")) from exc
+            if exc.code == "NoSuchKey":
                 raise KeyError(f"no object {self.uri(key)}") from exc
             raise StoreError(f"cannot read {self.uri(key)}: {exc}") from exc
         try:
@@ -267,12 +329,33 @@ class S3Store(ArtifactStore):
             resp.release_conn()
 
     def list(self, prefix: str) -> list[str]:  # noqa: D102
-        objects = self.client.list_objects(self.bucket, prefix=self.prefix + prefix, recursive=True)
+        from minio.error import S3Error
+
         n = len(self.prefix)
-        return sorted(str(o.object_name)[n:] for o in objects if o.object_name and not o.is_dir)
+        try:
+            objects = self.client.list_objects(self.bucket, prefix=self.prefix + prefix, recursive=True)
+            return sorted(str(o.object_name)[n:] for o in objects if o.object_name and not o.is_dir)
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                return []
+            raise StoreError(f"cannot list {self.uri(prefix)}: {exc}") from exc
+
+    def _nothing_under(self, prefix: str) -> str:
+        try:
+            missing = not self.client.bucket_exists(self.bucket)
+        except Exception:  # already failing: keep the plain message
+            missing = False
+        return self._no_bucket(f"nothing under {self.uri(prefix)}") if missing else super()._nothing_under(prefix)
 
     def delete(self, key: str) -> None:  # noqa: D102
-        self.client.remove_object(self.bucket, self.prefix + key)
+        from minio.error import S3Error
+
+        try:
+            self.client.remove_object(self.bucket, self.prefix + key)
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                return
+            raise StoreError(f"cannot delete {self.uri(key)}: {exc}") from exc
 
     def exists(self, key: str) -> bool:  # noqa: D102
         from minio.error import S3Error
@@ -303,6 +386,9 @@ def open_store(
     Azure Blob URIs are ``az://container/prefix`` (account from ``azure_account_url`` or
     ``AZURE_STORAGE_CONNECTION_STRING``) and ``https://<account>.blob.core.windows.net/container/prefix``.
 
+    Opening sends no request and creates nothing: reading from a missing bucket or container raises ``KeyError``
+    naming it, and the first write creates it.
+
     Args:
         uri: Store location.
         s3_endpoint: S3 API endpoint (required for ``s3://``).
@@ -315,7 +401,8 @@ def open_store(
         The store.
 
     Raises:
-        StoreError: An ``s3://`` URI without an endpoint, or an unsupported scheme.
+        StoreError: An ``s3://`` URI without an endpoint or with an invalid bucket name, an invalid Azure URI or
+            container name, or an unsupported scheme.
     """
     parsed = urlparse(uri)
     if parsed.scheme == "az" or (

@@ -5,6 +5,10 @@ through ``azure-storage-blob`` 12.x (the ``azure`` extra; imported lazily, so th
 write is one ``upload_blob(overwrite=True)``: a single Put Blob (or a block list committed in one call for large
 objects), so readers see the old or the new content, never a part.
 
+Opening a store sends no request and reads never create anything: reading from a missing container raises
+``KeyError`` naming the container and the account, listing it gives no keys, deleting from it does nothing. The
+first write to a missing container creates it and is retried once.
+
 Authentication, first match wins:
 
 1. an explicit ``credential`` (any ``azure.core`` ``TokenCredential``, or what ``BlobServiceClient`` accepts);
@@ -106,6 +110,12 @@ def _reason(exc: Exception) -> str:
     return _redact(f"{head} ({tags})" if tags else head)
 
 
+def _container_not_found(exc: Exception) -> bool:
+    """Whether a ``ResourceNotFoundError`` is about the container rather than the blob."""
+    code = getattr(exc, "error_code", None)
+    return str(getattr(code, "value", code)) == "ContainerNotFound"
+
+
 def _account_name_of(url: str) -> str | None:
     """Account name implied by an account URL (host label, or first path segment for emulator-style URLs)."""
     parsed = urlparse(url)
@@ -131,11 +141,14 @@ class AzureBlobStore(ArtifactStore):
             string is used).
         credential: Explicit credential; overrides the connection string and ``DefaultAzureCredential``.
         connection_string: Connection string; defaults to ``AZURE_STORAGE_CONNECTION_STRING``. Not kept.
-        create_container: Create the container when it does not exist (checks it is reachable either way).
+        create_container: Create the container now when it does not exist (one request to check, which also fails
+            early on wrong credentials); by default no request is sent until the first operation, and the first
+            write creates a missing container.
         **client_options: Extra keyword arguments of ``BlobServiceClient`` (retries, timeouts, transport).
 
     Raises:
-        StoreError: Invalid container name, no way to reach the account, or the container cannot be reached.
+        StoreError: Invalid container name, no way to reach the account, or (with ``create_container``) the
+            container cannot be reached or created.
     """
 
     def __init__(
@@ -146,7 +159,7 @@ class AzureBlobStore(ArtifactStore):
         account_url: str | None = None,
         credential: Any = None,
         connection_string: str | None = None,
-        create_container: bool = True,
+        create_container: bool = False,
         **client_options: Any,
     ) -> None:
         from azure.storage.blob import BlobServiceClient
@@ -217,30 +230,59 @@ class AzureBlobStore(ArtifactStore):
         return cls(container, prefix, account_url=url, **kwargs)
 
     def _ensure_container(self) -> None:
+        from azure.core.exceptions import AzureError
+
+        try:
+            exists = self._container.exists()
+        except AzureError as exc:
+            raise StoreError(f"Azure Blob container {self.container!r} at {self.account_url}: {_reason(exc)}") from exc
+        if not exists:
+            self._create_container(self.uri())
+
+    def _create_container(self, purpose: str) -> None:
+        """Create the missing container; one created concurrently (by another writer) is fine."""
         from azure.core.exceptions import AzureError, ResourceExistsError
 
         try:
-            if self._container.exists():
-                return
-            try:
-                self._container.create_container()
-                LOG.info("created Azure Blob container %s", self.uri())
-            except ResourceExistsError:
-                pass  # created concurrently
+            self._container.create_container()
+        except ResourceExistsError:
+            return  # created concurrently
         except AzureError as exc:
-            raise StoreError(f"Azure Blob container {self.container!r} at {self.account_url}: {_reason(exc)}") from exc
+            raise StoreError(
+                f"cannot create the missing container {self.container!r} at {self.account_url} for {purpose}: "
+                f"{_reason(exc)}"
+            ) from exc
+        LOG.info("created Azure Blob container %r at %s for %s", self.container, self.account_url, purpose)
+
+    def _no_container(self, what: str) -> str:
+        return f"no container {self.container!r} at {self.account_url}: {what}"
 
     def _name(self, key: str) -> str:
         if any(part in ("", ".", "..") for part in key.split("/")):
             raise StoreError(f"invalid key {key!r} for {self.uri()}: empty, absolute, or with empty, . or .. parts")
         return self.prefix + key
 
-    def write_bytes(self, key: str, data: bytes) -> None:  # noqa: D102
-        from azure.core.exceptions import AzureError
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write a blob in one upload, creating the container first when it is missing.
+
+        Args:
+            key: Object key.
+            data: Content.
+
+        Raises:
+            StoreError: An invalid key, or the write (or the creation of the missing container) failed.
+        """
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         name = self._name(key)
         try:
-            self._container.upload_blob(name, data, overwrite=True)
+            try:
+                self._container.upload_blob(name, data, overwrite=True)
+            except ResourceNotFoundError as exc:
+                if not _container_not_found(exc):
+                    raise
+                self._create_container(self.uri(key))
+                self._container.upload_blob(name, data, overwrite=True)
         except AzureError as exc:
             raise StoreError(f"cannot write {self.uri(key)} (container {self.container!r}): {_reason(exc)}") from exc
 
@@ -251,6 +293,8 @@ class AzureBlobStore(ArtifactStore):
         try:
             return bytes(self._container.download_blob(name).readall())
         except ResourceNotFoundError as exc:
+            if _container_not_found(exc):
+                raise KeyError(self._no_container(f"cannot read {self.uri(key)}")) from exc
             raise KeyError(f"no object {self.uri(key)}") from exc
         except AzureError as exc:
             raise StoreError(f"cannot read {self.uri(key)} (container {self.container!r}): {_reason(exc)}") from exc
@@ -287,6 +331,15 @@ class AzureBlobStore(ArtifactStore):
         return sorted(
             str(b.name)[n:] for b in blobs if str((b.metadata or {}).get("hdi_isfolder", "")).lower() != "true"
         )
+
+    def _nothing_under(self, prefix: str) -> str:
+        from azure.core.exceptions import AzureError
+
+        try:
+            missing = not self._container.exists()
+        except AzureError:  # already failing: keep the plain message
+            missing = False
+        return self._no_container(f"nothing under {self.uri(prefix)}") if missing else super()._nothing_under(prefix)
 
     def delete(self, key: str) -> None:  # noqa: D102
         from azure.core.exceptions import AzureError, ResourceNotFoundError

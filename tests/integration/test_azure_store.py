@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -143,13 +144,47 @@ def test_missing_key_raises_key_error_naming_the_blob(azurite_http: AzuriteServe
     assert not store.exists("nope.bin")
 
 
-def test_missing_container_reads_as_missing_and_lists_empty(azurite_http: AzuriteServer):
-    store = _store(azurite_http, "never-created", create_container=False)
-    with pytest.raises(KeyError):
+def _container_exists(server: AzuriteServer, container: str) -> bool:
+    from azure.storage.blob import ContainerClient
+
+    with ContainerClient.from_connection_string(server.connection_string, container) as client:
+        return bool(client.exists())
+
+
+def test_missing_container_reads_as_missing_and_is_not_created(azurite_http: AzuriteServer, tmp_path: Path):
+    store = _store(azurite_http, "never-created")  # opening sends no request
+    with pytest.raises(KeyError, match=rf"no container 'never-created' at {azurite_http.account_url}: cannot read"):
         store.read_bytes("k")
     assert store.list("") == []
-    with pytest.raises(StoreError, match=r"never-created"):
-        store.write_bytes("k", b"v")
+    assert not store.exists("k")
+    store.delete("k")  # nothing to delete
+    with pytest.raises(KeyError, match=r"no container 'never-created' at .*: nothing under .*/never-created/fraud/d/"):
+        store.download_dir("d/", tmp_path / "out")
+    assert not _container_exists(azurite_http, "never-created")
+
+
+def test_first_write_creates_the_missing_container(azurite_http: AzuriteServer, caplog):
+    caplog.set_level(logging.INFO, logger="fraud_detection.store_azure")
+    store = _store(azurite_http, "created-on-write")
+    assert not _container_exists(azurite_http, "created-on-write")
+    store.write_bytes("a/k", b"v")
+    assert _container_exists(azurite_http, "created-on-write")
+    assert store.read_bytes("a/k") == b"v"
+    assert store.list("") == ["a/k"]
+    assert "created Azure Blob container 'created-on-write'" in caplog.text
+
+
+def test_concurrent_first_writes_all_succeed(azurite_http: AzuriteServer):
+    stores = [_store(azurite_http, "raced", f"w{i}") for i in range(8)]  # several pods, one missing container
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(lambda s: s.write_bytes("k", s.prefix.encode()), stores))
+    assert _store(azurite_http, "raced", "").list("") == [f"w{i}/k" for i in range(8)]
+
+
+def test_create_container_creates_it_when_opened(azurite_http: AzuriteServer):
+    _store(azurite_http, "eager", create_container=True)
+    assert _container_exists(azurite_http, "eager")
+    _store(azurite_http, "eager", create_container=True)  # already there: fine
 
 
 def test_large_object_round_trips_in_one_put(azurite_http: AzuriteServer):
@@ -228,19 +263,33 @@ def test_registry_over_oauth_tokens(azurite_https: AzuriteServer, tiny_bundle: P
 
 
 def test_rejected_token_fails_with_a_clear_error(azurite_https: AzuriteServer):
+    store = _oauth_store(azurite_https, "models", FakeEntraCredential(audience="https://vault.azure.net"))
+    with pytest.raises(StoreError, match=r"cannot list .*container 'models'.*AuthenticationFailed"):
+        store.list("")
+    with pytest.raises(StoreError, match=r"cannot write .*container 'models'.*AuthenticationFailed"):
+        store.write_bytes("k", b"v")
     with pytest.raises(StoreError, match=r"container 'models'.*AuthenticationFailed"):
-        _oauth_store(azurite_https, "models", FakeEntraCredential(audience="https://vault.azure.net"))
+        AzureBlobStore(
+            "models",
+            account_url=azurite_https.account_url,
+            credential=FakeEntraCredential(audience="https://vault.azure.net"),
+            connection_verify=str(azurite_https.ca_file),
+            create_container=True,
+        )
 
 
 def test_expired_token_fails(azurite_https: AzuriteServer):
     with pytest.raises(StoreError, match=r"AuthenticationFailed"):
-        _oauth_store(azurite_https, "models", FakeEntraCredential(lifetime=-60))
+        _oauth_store(azurite_https, "models", FakeEntraCredential(lifetime=-60)).read_bytes("k")
 
 
 def test_wrong_account_key_fails_with_a_clear_error(azurite_http: AzuriteServer):
     wrong = azurite_http.connection_string.replace(azurite_http.account_key, base64.b64encode(b"x" * 64).decode())
-    with pytest.raises(StoreError, match=r"container 'models'.*403"):
-        AzureBlobStore("models", "p", connection_string=wrong)
+    store = AzureBlobStore("models", "p", connection_string=wrong)
+    with pytest.raises(StoreError, match=r"cannot read .*container 'models'.*403"):
+        store.read_bytes("k")
+    with pytest.raises(StoreError, match=r"cannot write .*container 'models'.*403"):
+        store.write_bytes("k", b"v")
 
 
 # --- URIs, settings and open_store -------------------------------------------------------------------------------
@@ -271,7 +320,7 @@ def test_uri_forms_parse():
 def test_invalid_container_name_is_refused_before_any_request():
     for name in ("UPPER", "a", "two--hyphens", "-lead", "under_score", "x" * 64):
         with pytest.raises(StoreError, match="invalid Azure Blob container name"):
-            AzureBlobStore(name, account_url="https://acct.blob.core.windows.net", create_container=False)
+            AzureBlobStore(name, account_url="https://acct.blob.core.windows.net")
 
 
 def test_az_uri_without_an_account_names_the_settings():
@@ -280,9 +329,7 @@ def test_az_uri_without_an_account_names_the_settings():
 
 
 def test_https_uri_names_its_account(azurite_http: AzuriteServer):
-    store = AzureBlobStore.from_uri(
-        "https://acct.blob.core.windows.net/models/fraud", credential=FakeEntraCredential(), create_container=False
-    )
+    store = AzureBlobStore.from_uri("https://acct.blob.core.windows.net/models/fraud", credential=FakeEntraCredential())
     assert store.uri("k") == "https://acct.blob.core.windows.net/models/fraud/k"
     assert store.account_name == "acct"
     # Emulator credentials with a URI naming another account: refused instead of writing to the wrong place.
@@ -301,9 +348,7 @@ def test_workload_identity_uses_default_azure_credential_lazily(monkeypatch, tmp
     monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com/")
     from azure.identity import DefaultAzureCredential, WorkloadIdentityCredential
 
-    store = AzureBlobStore.from_uri(
-        "az://models/fraud", account_url="https://acct.blob.core.windows.net", create_container=False
-    )
+    store = AzureBlobStore.from_uri("az://models/fraud", account_url="https://acct.blob.core.windows.net")
     assert store.auth == "DefaultAzureCredential"
     credential = store._service.credential
     assert isinstance(credential, DefaultAzureCredential)
@@ -379,7 +424,10 @@ def test_account_key_and_token_never_reach_repr_logs_or_errors(
         texts += _exercise(keyed) + _exercise(oauth)
         wrong = azurite_http.connection_string.replace(azurite_http.account_key, base64.b64encode(b"y" * 64).decode())
         with pytest.raises(StoreError) as err:
-            AzureBlobStore("secrets", connection_string=wrong)
+            AzureBlobStore("secrets", connection_string=wrong).read_bytes("s/k")
+        texts.append(str(err.value))
+        with pytest.raises(StoreError) as err:
+            AzureBlobStore("secrets", connection_string=wrong, create_container=True)
         texts.append(str(err.value))
     finally:
         logging.getLogger("fraud_detection.store_azure.http").setLevel(logging.WARNING)
@@ -402,7 +450,7 @@ def test_malformed_connection_string_fails_without_echoing_it():
 
 def test_sdk_request_logs_stay_quiet_at_info(azurite_http: AzuriteServer, caplog):
     caplog.set_level(logging.INFO)
-    store = _store(azurite_http, "quiet")
+    store = _store(azurite_http, "quiet", create_container=True)
     caplog.clear()
     store.write_bytes("k", b"v")
     store.read_bytes("k")
@@ -412,7 +460,7 @@ def test_sdk_request_logs_stay_quiet_at_info(azurite_http: AzuriteServer, caplog
 def test_sas_signature_never_reaches_repr_uri_errors_or_info_logs(azurite_http: AzuriteServer, caplog):
     from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
 
-    _store(azurite_http, "sas")  # create the container with the key
+    _store(azurite_http, "sas", create_container=True)  # create the container with the key
     sas = generate_account_sas(
         azurite_http.account_name,
         azurite_http.account_key,

@@ -1,8 +1,11 @@
 """The S3 store and the registry against a real SeaweedFS server on loopback."""
 
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from minio import Minio
 
 from fraud_detection.registry import ModelRegistry
 from fraud_detection.settings import Settings
@@ -11,9 +14,9 @@ from fraud_detection.store import S3Store, StoreError, open_store
 pytestmark = pytest.mark.integration
 
 
-def _store(s3_server, prefix: str = "fraud") -> S3Store:
+def _store(s3_server, prefix: str = "fraud", bucket: str | None = None) -> S3Store:
     store = open_store(
-        f"s3://models-{prefix}/{prefix}",
+        f"s3://{bucket or f'models-{prefix}'}/{prefix}",
         s3_endpoint=s3_server.endpoint,
         access_key=s3_server.access_key,
         secret_key=s3_server.secret_key,
@@ -54,9 +57,65 @@ def test_tampered_object_on_s3_is_refused(s3_server, tiny_bundle: Path, tmp_path
         reg.load(version, tmp_path / "cache")
 
 
+def _bucket_exists(s3_server, bucket: str) -> bool:
+    client = Minio(s3_server.endpoint.removeprefix("http://"), s3_server.access_key, s3_server.secret_key, secure=False)
+    return client.bucket_exists(bucket)
+
+
+def test_missing_bucket_reads_as_missing_and_is_not_created(s3_server, tmp_path: Path):
+    store = _store(s3_server, "p", bucket="typo-bucket")  # opening sends no request
+    with pytest.raises(
+        KeyError, match=rf"no bucket 'typo-bucket' at {s3_server.endpoint}: cannot read s3://typo-bucket/p/k"
+    ):
+        store.read_bytes("k")
+    assert store.list("") == []
+    assert not store.exists("k")
+    store.delete("k")  # nothing to delete
+    with pytest.raises(KeyError, match=r"no bucket 'typo-bucket' at .*: nothing under s3://typo-bucket/p/d/"):
+        store.download_dir("d/", tmp_path / "out")
+    assert not _bucket_exists(s3_server, "typo-bucket")
+
+
+def test_first_write_creates_the_missing_bucket(s3_server, caplog):
+    caplog.set_level(logging.INFO, logger="fraud_detection.store")
+    store = _store(s3_server, "p", bucket="created-on-write")
+    assert not _bucket_exists(s3_server, "created-on-write")
+    store.write_bytes("a/k", b"v")
+    assert _bucket_exists(s3_server, "created-on-write")
+    assert store.read_bytes("a/k") == b"v"
+    assert store.list("") == ["a/k"]
+    assert "created S3 bucket 'created-on-write'" in caplog.text
+
+
+def test_concurrent_first_writes_all_succeed(s3_server):
+    stores = [_store(s3_server, f"w{i}", bucket="raced") for i in range(8)]  # several pods, one missing bucket
+    with ThreadPoolExecutor(len(stores)) as pool:
+        list(pool.map(lambda s: s.write_bytes("k", s.prefix.encode()), stores))
+    assert _store(s3_server, "", bucket="raced").list("") == [f"w{i}/k" for i in range(8)]
+
+
+def test_create_bucket_creates_it_when_opened(s3_server):
+    for _ in range(2):  # the second time it exists already
+        S3Store("eager", "p", s3_server.endpoint, s3_server.access_key, s3_server.secret_key, create_bucket=True)
+    assert _bucket_exists(s3_server, "eager")
+
+
 def test_wrong_credentials_fail_with_a_clear_error(s3_server):
-    with pytest.raises(StoreError, match="S3 bucket"):
-        open_store("s3://b/p", s3_endpoint=s3_server.endpoint, access_key="wrong", secret_key="wrong")
+    store = open_store("s3://wrong-creds/p", s3_endpoint=s3_server.endpoint, access_key="wrong", secret_key="wrong")
+    with pytest.raises(StoreError, match=r"cannot read s3://wrong-creds/p/k.*InvalidAccessKeyId"):
+        store.read_bytes("k")
+    with pytest.raises(StoreError, match=r"cannot write s3://wrong-creds/p/k.*InvalidAccessKeyId"):
+        store.write_bytes("k", b"v")
+    with pytest.raises(StoreError, match=r"cannot list s3://wrong-creds/p/.*InvalidAccessKeyId"):
+        store.list("")
+    with pytest.raises(StoreError, match=r"S3 bucket 'wrong-creds'"):
+        S3Store("wrong-creds", "p", s3_server.endpoint, "wrong", "wrong", create_bucket=True)
+
+
+def test_invalid_bucket_name_is_refused_before_any_request():
+    for name in ("b", "-lead", "a..b", "x" * 64):
+        with pytest.raises(StoreError, match=rf"S3 bucket '{name}': .*invalid"):
+            open_store(f"s3://{name}/p", s3_endpoint="http://127.0.0.1:9")
 
 
 def test_settings_read_credentials_from_the_environment(s3_server, monkeypatch):
