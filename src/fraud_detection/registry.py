@@ -153,9 +153,13 @@ class ModelRegistry:
         record = self.get_alias(ref)
         if record is not None:
             return str(record["version"]), str(record["manifest_sha256"])
-        if ref in self.versions():
+        versions = self.versions()
+        if ref in versions:
             return ref, None
-        raise RegistryError(f"{ref!r} is neither a version nor an alias of {self.model_name} in {self.store.uri()}")
+        hint = "" if versions else " (the store holds no versions of this model: check the store URI and model name)"
+        raise RegistryError(
+            f"{ref!r} is neither a version nor an alias of {self.model_name} in {self.store.uri()}{hint}"
+        )
 
     def metadata(self, ref: str) -> BundleMetadata:
         """Metadata of a version or alias, without downloading the model.

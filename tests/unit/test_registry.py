@@ -22,8 +22,16 @@ def test_alias_cannot_point_at_a_missing_version(tmp_path: Path):
     reg = ModelRegistry(LocalStore(tmp_path), "m")
     with pytest.raises(RegistryError, match="no complete version"):
         reg.set_alias("production", "nope")
-    with pytest.raises(RegistryError, match="neither a version nor an alias"):
+    with pytest.raises(RegistryError, match="neither a version nor an alias.*holds no versions of this model"):
         reg.resolve("production")
+
+
+def test_an_unknown_ref_next_to_real_versions_gets_no_empty_store_hint(tiny_bundle: Path, tmp_path: Path):
+    reg = ModelRegistry(LocalStore(tmp_path), "m")
+    reg.publish(tiny_bundle)
+    with pytest.raises(RegistryError, match="neither a version nor an alias") as failure:
+        reg.resolve("nope")
+    assert "holds no versions" not in str(failure.value)
 
 
 class CrashingStore(LocalStore):
