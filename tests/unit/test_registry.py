@@ -22,7 +22,7 @@ def test_alias_cannot_point_at_a_missing_version(tmp_path: Path):
     reg = ModelRegistry(LocalStore(tmp_path), "m")
     with pytest.raises(RegistryError, match="no complete version"):
         reg.set_alias("production", "nope")
-    with pytest.raises(RegistryError, match="neither a version nor an alias.*holds no versions of this model"):
+    with pytest.raises(RegistryError, match=r"neither a version nor an alias.*holds no versions of this model"):
         reg.resolve("production")
 
 
