@@ -397,10 +397,10 @@ def write_docs(results: dict[str, Any], connections: int) -> None:
     intro = (
         f"Command: `{command}` ({results['duration_s']:.0f} s per run; bundle: default `fraud train` HGB, "
         f"{results['in_process']['trees']} trees, run at {results['machine']['when']}). Servers pinned to CPU "
-        f"{SERVER_CPU}, wrk and the gRPC client to CPU {CLIENT_CPU}; this 2-core machine was shared with other "
-        f"engineers' jobs (load average {results['machine']['load_before']} before, {results.get('load_after')} "
-        "after), so expect noise of tens of percent between runs. All three servers returned the same score for the "
-        "same row. Method and caveats: docs/SERVING.md and bench/README.md."
+        f"{SERVER_CPU}, wrk and the gRPC client to CPU {CLIENT_CPU}. The machine can be shared with other jobs: "
+        f"load average {results['machine']['load_before']} before, {results.get('load_after')} after (about 1 is "
+        "this benchmark alone); on a busier machine expect noise of tens of percent, most of all in p99. All three "
+        "servers returned the same score for the same row. Method and caveats: docs/SERVING.md and bench/README.md."
     )
     update_section("Serving", intro + "\n\n" + markdown(results, connections))
 
