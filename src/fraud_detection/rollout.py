@@ -353,6 +353,44 @@ def _limit(stable: float, ratio: float, margin: float) -> float:
     return max(ratio * stable, stable + margin)
 
 
+def _relative_check(
+    name: str,
+    label: str,
+    canary: float | None,
+    stable: float | None,
+    ratio: float,
+    margin: float,
+    fmt: Callable[[float | None], str],
+    *,
+    insufficient: str,
+    enough: bool = True,
+) -> Check:
+    """Judge a canary value against the stable one: it may exceed it by ``ratio`` or ``margin``, whichever is larger.
+
+    Args:
+        name: The check's name.
+        label: How the reason names the measure.
+        canary: The canary's value (None without data).
+        stable: The stable version's value (None without data).
+        ratio: Tolerated ratio to the stable value.
+        margin: Tolerated absolute increase over the stable value.
+        fmt: Formats a value for the reason.
+        insufficient: The reason when there is nothing to judge.
+        enough: False when too little traffic was seen to judge at all.
+
+    Returns:
+        The check: pass, fail, or insufficient.
+    """
+    if not enough or canary is None or stable is None:
+        return Check(name, Outcome.INSUFFICIENT, canary, math.nan, canary, stable, insufficient)
+    limit = _limit(stable, ratio, margin)
+    ok = canary <= limit
+    reason = (
+        f"{label}: canary {fmt(canary)} vs stable {fmt(stable)} ({'within' if ok else 'above'} the limit {fmt(limit)})"
+    )
+    return Check(name, Outcome.PASS if ok else Outcome.FAIL, canary, limit, canary, stable, reason)
+
+
 def score_distribution_distance(
     stable: Sequence[tuple[float, float]], canary: Sequence[tuple[float, float]], epsilon: float = 1e-4
 ) -> tuple[float, float] | None:
@@ -418,54 +456,19 @@ def evaluate_checks(stable: VersionMetrics, canary: VersionMetrics, thresholds: 
     )
 
     c_err, s_err = canary.error_rate, stable.error_rate
-    if c_err is None or s_err is None:
-        checks.append(
-            Check("error_rate", Outcome.INSUFFICIENT, c_err, math.nan, c_err, s_err, "error rate: no requests")
+    checks.append(
+        _relative_check(
+            "error_rate", "error rate", c_err, s_err, t.max_error_rate_ratio, t.max_error_rate_increase, _pct,
+            insufficient="error rate: no requests",
         )
-    else:
-        limit = _limit(s_err, t.max_error_rate_ratio, t.max_error_rate_increase)
-        ok = c_err <= limit
-        checks.append(
-            Check(
-                "error_rate",
-                Outcome.PASS if ok else Outcome.FAIL,
-                c_err,
-                limit,
-                c_err,
-                s_err,
-                f"error rate: canary {_pct(c_err)} vs stable {_pct(s_err)} "
-                f"({'within' if ok else 'above'} the limit {_pct(limit)})",
-            )
-        )
-
+    )  # fmt: skip
     c_p99, s_p99 = canary.p99_latency_seconds, stable.p99_latency_seconds
-    if c_p99 is None or s_p99 is None:
-        checks.append(
-            Check(
-                "p99_latency",
-                Outcome.INSUFFICIENT,
-                c_p99,
-                math.nan,
-                c_p99,
-                s_p99,
-                f"p99 latency: no latency data (canary {_ms(c_p99)}, stable {_ms(s_p99)})",
-            )
+    checks.append(
+        _relative_check(
+            "p99_latency", "p99 latency", c_p99, s_p99, t.max_p99_latency_ratio, t.max_p99_latency_increase_seconds,
+            _ms, insufficient=f"p99 latency: no latency data (canary {_ms(c_p99)}, stable {_ms(s_p99)})",
         )
-    else:
-        limit = _limit(s_p99, t.max_p99_latency_ratio, t.max_p99_latency_increase_seconds)
-        ok = c_p99 <= limit
-        checks.append(
-            Check(
-                "p99_latency",
-                Outcome.PASS if ok else Outcome.FAIL,
-                c_p99,
-                limit,
-                c_p99,
-                s_p99,
-                f"p99 latency: canary {_ms(c_p99)} vs stable {_ms(s_p99)} "
-                f"({'within' if ok else 'above'} the limit {_ms(limit)})",
-            )
-        )
+    )  # fmt: skip
 
     rows_ok = min(stable.scored_rows, canary.scored_rows) >= t.min_scored_rows
     distance = score_distribution_distance(stable.score_buckets, canary.score_buckets) if rows_ok else None
@@ -492,34 +495,13 @@ def evaluate_checks(stable: VersionMetrics, canary: VersionMetrics, thresholds: 
             )
         )
 
-    c_alert, s_alert = canary.alert_rate, stable.alert_rate
-    if not rows_ok or c_alert is None or s_alert is None:
-        checks.append(
-            Check(
-                "alert_rate",
-                Outcome.INSUFFICIENT,
-                c_alert,
-                math.nan,
-                c_alert,
-                s_alert,
-                rows_note.replace("score distribution", "alert rate"),
-            )
+    checks.append(
+        _relative_check(
+            "alert_rate", "alert rate (share scored fraud)", canary.alert_rate, stable.alert_rate,
+            t.max_alert_rate_ratio, t.max_alert_rate_increase, _pct,
+            insufficient=rows_note.replace("score distribution", "alert rate"), enough=rows_ok,
         )
-    else:
-        limit = _limit(s_alert, t.max_alert_rate_ratio, t.max_alert_rate_increase)
-        ok = c_alert <= limit
-        checks.append(
-            Check(
-                "alert_rate",
-                Outcome.PASS if ok else Outcome.FAIL,
-                c_alert,
-                limit,
-                c_alert,
-                s_alert,
-                f"alert rate (share scored fraud): canary {_pct(c_alert)} vs stable {_pct(s_alert)} "
-                f"({'within' if ok else 'above'} the limit {_pct(limit)})",
-            )
-        )
+    )  # fmt: skip
 
     firing = len(canary.firing_alerts)
     ok = firing <= t.max_firing_alerts
