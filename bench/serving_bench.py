@@ -28,8 +28,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from fraud_detection.loopback import free_port, stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "fraud-detector"
@@ -96,12 +96,6 @@ KSERVE_MINIMAL = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def http_post(url: str, body: bytes, timeout: float = 30) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
@@ -109,14 +103,6 @@ def http_post(url: str, body: bytes, timeout: float = 30) -> tuple[int, dict[str
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def pinned(cpu: int, cmd: list[str]) -> list[str]:
@@ -131,19 +117,10 @@ def server(name: str, cmd: list[str], ready_url: str, log_dir: Path, env: dict[s
     log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(pinned(SERVER_CPU, cmd), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     try:
-        deadline = time.monotonic() + timeout
-        while not http_ok(ready_url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not become ready; see {log_dir / (name + '.log')}")
-            time.sleep(0.3)
+        wait_ready(proc, ready_url, name=name, log_path=log_dir / f"{name}.log", timeout=timeout)
         yield
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
         log.close()
 
 

@@ -11,11 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -26,6 +23,7 @@ import pandas as pd
 
 from fraud_detection import schema
 from fraud_detection.features import build_features
+from fraud_detection.loopback import free_port, stop_process, wait_ready
 from fraud_detection.simulate import DriftConfig, SimulationConfig, simulate
 
 LOG = logging.getLogger(__name__)
@@ -64,26 +62,12 @@ class TrafficSummary:
     explained: dict[str, Any]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     with urllib.request.urlopen(request, timeout=30) as resp:
         return dict(json.loads(resp.read()))
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def drifted_traffic(n_rows: int = 5_000, seed: int = 11) -> pd.DataFrame:
@@ -169,7 +153,7 @@ def serve_and_monitor(store_uri: str, work_dir: Path, n_rows: int = 5_000) -> di
 
     work_dir.mkdir(parents=True, exist_ok=True)
     traffic = drifted_traffic(n_rows)
-    http_port, grpc_port = _free_port(), _free_port()
+    http_port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{http_port}"
     log_path = work_dir / "serving.log"
     cmd = [
@@ -183,20 +167,11 @@ def serve_and_monitor(store_uri: str, work_dir: Path, n_rows: int = 5_000) -> di
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while not _ready(f"{url}/v2/health/ready"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the model server did not become ready; see {log_path}")
-            time.sleep(0.3)
+        wait_ready(proc, f"{url}/v2/health/ready", name="the model server", log_path=log_path, timeout=120)
         LOG.info("replaying %d drifted transactions through the v2 REST API", len(traffic))
         summary = replay(url, traffic)
     finally:
-        proc.send_signal(signal.SIGTERM)  # the server flushes its payload log on shutdown
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=60)  # the server flushes its payload log on shutdown
     LOG.info(
         "scored %d transactions in %d requests: %d flagged, %d of %d frauds caught",
         summary.rows,
