@@ -235,16 +235,16 @@ def compare_with_production(
     meta = candidate.metadata
     scores = score(candidate.model, test)
     cand = compute_metrics(test, scores, meta.threshold, meta.review_cost).as_dict()
-    current = registry.get_alias(alias)
     prod: dict[str, float] | None = None
-    if current is not None:
+    production_version: str | None = None
+    if registry.get_alias(alias) is not None:
         incumbent = registry.load(alias, cache_dir)
         inc = incumbent.metadata
         prod = compute_metrics(test, score(incumbent.model, test), inc.threshold, inc.review_cost).as_dict()
+        production_version = inc.version  # the version these metrics belong to, even if the alias moved since
     decision = promotion_gate(cand, prod, min_ap_gain=min_ap_gain, max_cp_loss=max_cp_loss)
     for reason in decision.reasons:
         LOG.info("gate: %s", reason)
-    production_version = str(current["version"]) if current else None
     return Comparison(meta.version, meta.threshold, scores, cand, prod, production_version, decision)
 
 
