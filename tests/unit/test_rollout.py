@@ -403,16 +403,10 @@ def test_queries_select_one_version_and_escape_labels():
 # ------------------------------------------------------------------------------------------ fake Prometheus
 
 
-class _PromHandler(BaseHTTPRequestHandler):
-    answer: Callable[[str], Any]
-    seen: list[str]
+class _JsonHandler(BaseHTTPRequestHandler):
+    """A quiet loopback handler answering JSON."""
 
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
-        query = form["query"][0]
-        self.seen.append(query)
-        status, body = self.answer(query)
+    def _send(self, status: int, body: Any) -> None:
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -422,6 +416,18 @@ class _PromHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+class _PromHandler(_JsonHandler):
+    answer: Callable[[str], Any]
+    seen: list[str]
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+        query = form["query"][0]
+        self.seen.append(query)
+        self._send(*self.answer(query))
 
 
 def vector(*series: tuple[dict[str, str], float | str]) -> dict[str, Any]:
@@ -840,16 +846,8 @@ def test_api_errors_become_rollout_errors(chart_isvc):
 # --------------------------------------------------------------- the real kubernetes client on the wire
 
 
-class _KubeHandler(BaseHTTPRequestHandler):
+class _KubeHandler(_JsonHandler):
     state: dict[str, Any]
-
-    def _send(self, status: int, body: Any) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
 
     def do_GET(self) -> None:
         self.state["requests"].append(("GET", self.path, self.headers.get("Content-Type"), None))
@@ -863,9 +861,6 @@ class _KubeHandler(BaseHTTPRequestHandler):
             return
         self.state["obj"] = ro.apply_json_patch(self.state["obj"], body)
         self._send(200, self.state["obj"])
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 def test_the_kubernetes_client_sends_json_patches(chart_isvc):
