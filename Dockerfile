@@ -25,6 +25,7 @@ COPY serving/ serving/
 COPY components/ components/
 COPY pipelines/ pipelines/
 COPY monitoring/ monitoring/
+COPY cli/ cli/
 # 1. the project wheel alone; 2. a wheelhouse with it and every [platform] dependency, so the runtime
 # stages install offline and never need a compiler.
 RUN pip wheel --no-deps --wheel-dir /dist . \

@@ -9,7 +9,7 @@ install:  ## create .venv with the package, dev tools, helm and the Debian tools
 	python3 tools/bootstrap.py
 
 run: install  ## end to end on the embedded defaults: the training pipeline (kfp.local), then serve and monitor it
-	$(PY) -m fraud_detection.cli demo
+	$(PY) -m cli demo
 
 test: install  ## unit + integration tests (real local servers); e2e is opt-in
 	$(PY) -m pytest tests
@@ -31,7 +31,7 @@ infra-lint: install  ## parse every Bicep file, checkov on infra/, az bicep buil
 	$(PY) tools/infra_lint.py
 
 pipeline: install  ## compile the training pipeline to build/pipelines/fraud-training.yaml
-	$(PY) -m fraud_detection.cli pipeline compile --output build/pipelines/fraud-training.yaml
+	$(PY) -m cli pipeline compile --output build/pipelines/fraud-training.yaml
 
 manifests: install  ## render the kustomize overlays to build/manifests/
 	$(PY) tools/render_manifests.py

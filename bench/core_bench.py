@@ -18,8 +18,8 @@ LOG = logging.getLogger("bench.core")
 
 STAGE = r"""
 import json, resource, sys, time
-from fraud_detection.simulate import simulate
-from fraud_detection.features import build_features
+from fraud_detection.data.simulate import simulate
+from fraud_detection.features.offline import build_features
 stage = sys.argv[1]
 t0 = time.perf_counter(); df = simulate(); t1 = time.perf_counter()
 rss_sim = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -44,10 +44,10 @@ def _stage(name: str) -> dict[str, float]:
 
 
 def _backtests() -> dict[str, dict[str, float]]:
-    from fraud_detection.evaluate import backtest
-    from fraud_detection.features import build_features
-    from fraud_detection.simulate import simulate
-    from fraud_detection.train import TrainConfig, fit_and_score_fn
+    from fraud_detection.data.simulate import simulate
+    from fraud_detection.features.offline import build_features
+    from fraud_detection.model.backtest import backtest
+    from fraud_detection.model.train import TrainConfig, fit_and_score_fn
 
     frame = build_features(simulate())
     results = {}

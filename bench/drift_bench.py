@@ -21,8 +21,8 @@ JOB = r"""
 import json, resource, sys, time
 from datetime import UTC, datetime
 from pathlib import Path
-from fraud_detection.monitor import DriftJobConfig, run_drift_job
-from fraud_detection.payload_log import read_payload_log
+from fraud_detection.monitoring.drift_job import DriftJobConfig, run_drift_job
+from fraud_detection.monitoring.payload_log import read_payload_log
 from fraud_detection.store import LocalStore
 store = LocalStore(sys.argv[1])
 t0 = time.perf_counter()
@@ -42,13 +42,13 @@ def _prepare(root: Path, rows: int) -> str:
     import numpy as np
     import pandas as pd
 
-    from fraud_detection.features import build_features
-    from fraud_detection.payload_log import BASE_COLUMNS, DECISION_COLUMN, TRANSACTION_KEY
-    from fraud_detection.registry import ModelRegistry
-    from fraud_detection.simulate import DriftConfig, SimulationConfig, simulate
-    from fraud_detection.store import LocalStore
-    from fraud_detection.train import TrainConfig, score
-    from fraud_detection.workflow import train_bundle
+    from fraud_detection.data.simulate import DriftConfig, SimulationConfig, simulate
+    from fraud_detection.features.offline import build_features
+    from fraud_detection.model.candidate import train_bundle
+    from fraud_detection.model.registry import ModelRegistry
+    from fraud_detection.model.train import TrainConfig, score
+    from fraud_detection.monitoring.payload_log import BASE_COLUMNS, DECISION_COLUMN, TRANSACTION_KEY
+    from fraud_detection.store.local import LocalStore
 
     store = LocalStore(root)
     frame = build_features(simulate(SimulationConfig(n_customers=1_000, n_terminals=2_000, n_days=90)))
@@ -58,7 +58,7 @@ def _prepare(root: Path, rows: int) -> str:
     registry.set_alias("production", registry.publish(bundle_dir))
     drifted = build_features(simulate(SimulationConfig(seed=5, drift=DriftConfig(start_day=120, amount_factor=1.4))))
     sample = drifted.sample(rows, replace=len(drifted) < rows, random_state=0).reset_index(drop=True)
-    from fraud_detection.bundle import load_bundle
+    from fraud_detection.model.bundle import load_bundle
 
     model = load_bundle(bundle_dir).model
     now = datetime(2026, 1, 2, tzinfo=UTC)

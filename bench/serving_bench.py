@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from fraud_detection.loopback import free_port, stop_process, wait_ready
+from cli.loopback import free_port, stop_process, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "fraud-detector"
@@ -222,8 +222,8 @@ def timings(fn: Any, n: int) -> tuple[float, float]:
 
 
 def in_process(bundle_dir: Path, X: np.ndarray) -> dict[str, float]:
-    from fraud_detection.bundle import load_bundle
-    from fraud_detection.scoring import Scorer
+    from fraud_detection.model.bundle import load_bundle
+    from fraud_detection.scoring.scorer import Scorer
 
     bundle = load_bundle(bundle_dir)
     scorer = Scorer.from_bundle(bundle)
@@ -245,10 +245,10 @@ def in_process(bundle_dir: Path, X: np.ndarray) -> dict[str, float]:
 
 
 def build_bundle(workdir: Path) -> Path:
-    from fraud_detection.features import build_features
-    from fraud_detection.simulate import SimulationConfig, simulate
-    from fraud_detection.train import TrainConfig
-    from fraud_detection.workflow import train_bundle
+    from fraud_detection.data.simulate import SimulationConfig, simulate
+    from fraud_detection.features.offline import build_features
+    from fraud_detection.model.candidate import train_bundle
+    from fraud_detection.model.train import TrainConfig
 
     features = build_features(simulate(SimulationConfig(n_customers=300, n_terminals=600, n_days=60, seed=7)))
     out = workdir / "bundle"
@@ -275,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {CLIENT_CPU})
     workdir = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     bundle = args.bundle or build_bundle(workdir)
-    from fraud_detection import schema
-    from fraud_detection.bundle import load_bundle
+    from fraud_detection.data import schema
+    from fraud_detection.model.bundle import load_bundle
 
     reference = load_bundle(bundle).reference
     X = reference.loc[:, list(schema.FEATURES)].to_numpy(np.float32)
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             "name": MODEL, "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib"},
         }))  # fmt: skip
         mlserver = str(Path(args.mlserver_python).parent / "mlserver")
-        ml_env = {**env, "PYTHONPATH": str(REPO / "src")}  # the pickle references fraud_detection.train
+        ml_env = {**env, "PYTHONPATH": str(REPO / "src")}  # the pickle references fraud_detection.model.train
         url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/infer"
         ready = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/ready"
         with server("mlserver", [mlserver, "start", str(model_dir)], ready, workdir, env=ml_env, cwd=model_dir):

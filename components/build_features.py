@@ -8,7 +8,7 @@ from components import PIPELINE_IMAGE
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
 def build_features(validated: Input[Dataset], features: Output[Dataset], label_delay_days: int = 7) -> None:
-    """Compute the feature frame (``fraud_detection.features.build_features``) and write it as Parquet.
+    """Compute the feature frame (``fraud_detection.features.offline.build_features``) and write it as Parquet.
 
     Args:
         validated: Output of ``validate_data``.
@@ -17,9 +17,9 @@ def build_features(validated: Input[Dataset], features: Output[Dataset], label_d
     """
     import pandas as pd
 
-    from fraud_detection import schema
-    from fraud_detection.features import FeatureConfig
-    from fraud_detection.features import build_features as compute_features
+    from fraud_detection.data import schema
+    from fraud_detection.features.offline import FeatureConfig
+    from fraud_detection.features.offline import build_features as compute_features
 
     frame = compute_features(pd.read_parquet(validated.path), FeatureConfig(label_delay_days=label_delay_days))
     schema.validate_feature_frame(frame)

@@ -34,7 +34,7 @@ def deploy_model(
     import logging
     import os
 
-    from fraud_detection.deploy import deploy_canary
+    from fraud_detection.rollout.canary import deploy_canary
     from fraud_detection.settings import Settings
 
     if not model_version:

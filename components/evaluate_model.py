@@ -39,8 +39,8 @@ def evaluate_model(
 
     import pandas as pd
 
+    from fraud_detection.model.promotion import report_candidate
     from fraud_detection.settings import Settings
-    from fraud_detection.workflow import report_candidate
 
     registry = Settings().open_registry(store_uri, model_name)
     with tempfile.TemporaryDirectory() as tmp:

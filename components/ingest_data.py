@@ -35,9 +35,9 @@ def ingest_data(
     """
     from pathlib import Path
 
-    from fraud_detection.ingest import ingest
+    from fraud_detection.data.ingest import ingest
+    from fraud_detection.data.simulate import SimulationConfig
     from fraud_detection.settings import Settings
-    from fraud_detection.simulate import SimulationConfig
 
     simulation = SimulationConfig(n_customers, n_terminals, n_days, start_date, seed)
     source = ingest(data_source, Path(raw.path), simulation, Settings().open_store)

@@ -40,8 +40,8 @@ def register_model(
 
     import pandas as pd
 
+    from fraud_detection.model.promotion import gate_and_register
     from fraud_detection.settings import Settings
-    from fraud_detection.workflow import gate_and_register
 
     registry = Settings().open_registry(store_uri, model_name)
     test = pd.read_parquet(test_set.path)

@@ -49,10 +49,10 @@ def train_model(
 
     import pandas as pd
 
-    from fraud_detection import schema
+    from fraud_detection.data import schema
+    from fraud_detection.model.candidate import train_bundle
+    from fraud_detection.model.train import ModelType, TrainConfig
     from fraud_detection.settings import Settings
-    from fraud_detection.train import ModelType, TrainConfig
-    from fraud_detection.workflow import train_bundle
 
     config = TrainConfig(
         model_type=cast(ModelType, model_type),

@@ -36,8 +36,8 @@ def validate_data(
     """
     from pathlib import Path
 
-    from fraud_detection import schema
-    from fraud_detection.workflow import training_window
+    from fraud_detection.data import schema
+    from fraud_detection.data.window import training_window
 
     files = sorted(p for p in Path(raw.path).rglob("*") if p.is_file())
     mapping = schema.parse_column_map([p.strip() for p in column_map.split(",") if p.strip()])

@@ -1,5 +1,8 @@
 """CronJob entry point: ``python -m monitoring.drift_job``. Configuration comes from ``FRAUD_*`` variables.
 
+It wires the domain's drift job to the settings, the payload log, the Pushgateway and the retrain trigger (the
+training pipeline on Kubeflow); ``fraud drift`` without files calls :func:`run_from_settings` too.
+
 Exits 0 on success, 1 on failure (so the Kubernetes Job shows it); the last-success gauge is pushed only on success.
 """
 
@@ -7,14 +10,85 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fraud_detection.monitoring.drift_job import DriftJobConfig, DriftJobResult, run_drift_job
+from fraud_detection.settings import Settings
+
+LOG = logging.getLogger(__name__)
+
+
+def run_from_settings(
+    settings: Settings | None = None,
+    *,
+    store: str | None = None,
+    window_hours: float | None = None,
+    pushgateway_url: str | None = None,
+) -> DriftJobResult:
+    """Run the drift job once with the environment's settings; push gauges when a Pushgateway is configured.
+
+    Args:
+        settings: Settings (default: read from the environment).
+        store: Overrides the store URI.
+        window_hours: Overrides the window.
+        pushgateway_url: Overrides the Pushgateway URL.
+
+    Returns:
+        The job result.
+    """
+    from fraud_detection.monitoring import telemetry
+    from fraud_detection.monitoring.payload_log import read_payload_log
+
+    settings = settings or Settings()
+    config = DriftJobConfig(
+        model_name=settings.model_name,
+        window_hours=window_hours or settings.drift_window_hours,
+        min_rows=settings.drift_min_rows,
+        drift_share=settings.drift_share,
+        retrain_on_drift=settings.drift_retrain,
+        ap_floor=settings.drift_ap_floor,
+    )
+    gateway = pushgateway_url or settings.pushgateway_url
+    model_store = settings.open_store(store)
+    # One store serves both unless the payload log lives apart (and no --store overrides everything).
+    log_store = settings.open_log_store() if settings.payload_log_uri and not store else model_store
+    result = run_drift_job(
+        model_store,
+        config,
+        log_store=log_store,
+        read_window=read_payload_log,
+        cache_dir=Path(settings.cache_dir),
+        retrain=_retrain_trigger(settings),
+    )
+    if gateway:
+        telemetry.push_drift_result(gateway, result)
+        LOG.info("pushed drift gauges to %s", gateway)
+    else:
+        LOG.info("no Pushgateway configured (FRAUD_PUSHGATEWAY_URL): gauges not pushed")
+    return result
+
+
+def _retrain_trigger(settings: Settings) -> Callable[[list[str]], bool] | None:
+    """A callable starting the training pipeline on Kubeflow, or None when no endpoint is configured."""
+    if not settings.kfp_endpoint or not settings.drift_retrain:
+        return None
+
+    def retrain(reasons: list[str]) -> bool:
+        from pipelines.kubeflow import submit_training_run
+
+        run_id = submit_training_run(settings, run_name="drift-retrain", reason="; ".join(reasons))
+        LOG.info("started retraining run %s on %s", run_id, settings.kfp_endpoint)
+        return True
+
+    return retrain
 
 
 def main() -> int:
     """Run the drift job once and log a one-line summary per model version."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("fraud_detection.store.azure.http").setLevel(logging.WARNING)  # the Azure SDK's request lines
     log = logging.getLogger("monitoring.drift_job")
-    from fraud_detection.drift_job import run_from_settings
-
     try:
         result = run_from_settings()
     except Exception:

@@ -249,7 +249,7 @@ def compile_pipeline(output: Path, **options: Any) -> Path:
     """
     from kfp import compiler
 
-    from fraud_detection.store import atomic_file
+    from fraud_detection.store.files import atomic_file
 
     output = Path(output)
     with atomic_file(output) as tmp:

@@ -18,10 +18,10 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from fraud_detection.bundle import MANIFEST_FILE, Bundle, BundleIntegrityError, load_bundle
-from fraud_detection.payload_log import PayloadLogConfig, PayloadLogger
+from fraud_detection.model.bundle import MANIFEST_FILE, Bundle, BundleIntegrityError, load_bundle
+from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger
 from fraud_detection.settings import Settings
-from fraud_detection.store import ArtifactStore
+from fraud_detection.store.base import ArtifactStore
 
 LOG = logging.getLogger("serving")
 
@@ -154,6 +154,8 @@ def configure_logging(level: str, access_log: bool) -> None:
                 "kserve": {"level": level.upper(), "handlers": ["stderr"], "propagate": False},
                 "kserve.trace": {"level": quiet, "handlers": ["stderr"], "propagate": False},
                 "uvicorn.access": {"level": "INFO" if access_log else "WARNING"},
+                # The Azure SDK's per-request lines (the store's HTTP logger), unless debugging.
+                "fraud_detection.store.azure.http": {"level": quiet},
             },
         }
     )
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import prometheus_client
 
-    from fraud_detection.telemetry import ServingMetrics
+    from fraud_detection.monitoring.telemetry import ServingMetrics
     from serving.model import FraudModel
     from serving.server import FraudModelServer
 

@@ -19,19 +19,20 @@ import orjson
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput
 
-from fraud_detection import schema
-from fraud_detection.bundle import Bundle
-from fraud_detection.payload_log import PayloadLogger
-from fraud_detection.scoring import (
+from fraud_detection.data import schema
+from fraud_detection.model.bundle import Bundle
+from fraud_detection.monitoring.payload_log import PayloadLogger
+from fraud_detection.monitoring.telemetry import BoundServingMetrics, ServingMetrics
+from fraud_detection.scoring.results import InputError, ScoreResult
+from fraud_detection.scoring.scorer import Scorer
+from serving.codec import (
     IDENTIFIERS,
-    InputError,
-    Scorer,
-    ScoreResult,
     Tensor,
     identifiers_from_records,
     identifiers_from_tensors,
+    matrix_from_records,
+    matrix_from_tensors,
 )
-from fraud_detection.telemetry import BoundServingMetrics, ServingMetrics
 
 LOG = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class FraudModel(Model):
         scorer = loaded.scorer
         tensors = [_tensor(inp) for inp in request.inputs]
         requested = _requested_outputs(request)
-        X = scorer.from_tensors(tensors)
+        X = matrix_from_tensors(scorer, tensors)
         ids = identifiers_from_tensors(tensors, X.shape[0]) if any(t.name in IDENTIFIERS for t in tensors) else None
         explain = REASONS_OUTPUT in requested
         result = scorer.score(X, explain=explain)
@@ -269,7 +270,7 @@ class FraudModel(Model):
             imputed: list[list[str]] = [[] for _ in records]
             ids = None
         else:
-            X, imputed = scorer.from_records(records, required=schema.SEED_FEATURES)
+            X, imputed = matrix_from_records(scorer, records, required=schema.SEED_FEATURES)
             ids = identifiers_from_records(records) or None
         result = scorer.score(X, explain=explain)
         request_id = _request_id(body.get("id"), headers)

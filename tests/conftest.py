@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fraud_detection.features import build_features
-from fraud_detection.simulate import SimulationConfig, simulate
-from fraud_detection.train import TrainConfig
-from fraud_detection.workflow import train_bundle
+from fraud_detection.data.simulate import SimulationConfig, simulate
+from fraud_detection.features.offline import build_features
+from fraud_detection.model.candidate import train_bundle
+from fraud_detection.model.train import TrainConfig
 from tests.helpers.seaweed import S3Server, seaweedfs
 
 SMALL = SimulationConfig(n_customers=300, n_terminals=600, n_days=60, seed=7)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fraud_detection.registry import ModelRegistry
-from fraud_detection.store import ArtifactStore, open_store
+from fraud_detection.model.registry import ModelRegistry
+from fraud_detection.store.base import ArtifactStore
+from fraud_detection.store.uri import open_store
 
 
 class Settings(BaseSettings):

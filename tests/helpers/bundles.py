@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fraud_detection.train import TrainConfig, TrainResult, train
-from fraud_detection.workflow import train_bundle
+from fraud_detection.model.candidate import train_bundle
+from fraud_detection.model.train import TrainConfig, TrainResult, train
 
 #: Small but real configurations of each model type (seconds to train on the small set).
 TINY_CONFIGS: dict[str, TrainConfig] = {

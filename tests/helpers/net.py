@@ -1,6 +1,6 @@
 """Loopback helpers for tests: free ports, readiness polling with a deadline, stopping server processes.
 
-The port, readiness and stop helpers are the package's own (:mod:`fraud_detection.loopback`, also used by
+The port, readiness and stop helpers are the package's own (:mod:`cli.loopback`, also used by
 ``make run`` and the benchmarks); ``wait_until`` polls any condition.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from fraud_detection.loopback import free_port, http_ok, stop_process
+from cli.loopback import free_port, http_ok, stop_process
 
 __all__ = ["free_port", "http_ok", "stop_process", "wait_until"]
 

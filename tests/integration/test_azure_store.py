@@ -21,14 +21,10 @@ from typing import Any
 
 import pytest
 
-from fraud_detection.registry import ModelRegistry
-from fraud_detection.store import StoreError, open_store
-from fraud_detection.store_azure import (
-    CONNECTION_STRING_ENV,
-    AzureBlobStore,
-    is_azure_blob_uri,
-    parse_azure_blob_uri,
-)
+from fraud_detection.model.registry import ModelRegistry
+from fraud_detection.store.azure import CONNECTION_STRING_ENV, AzureBlobStore, is_azure_blob_uri, parse_azure_blob_uri
+from fraud_detection.store.base import StoreError
+from fraud_detection.store.uri import open_store
 from tests.helpers.azurite import AzuriteServer, azurite
 
 pytestmark = pytest.mark.integration
@@ -164,7 +160,7 @@ def test_missing_container_reads_as_missing_and_is_not_created(azurite_http: Azu
 
 
 def test_first_write_creates_the_missing_container(azurite_http: AzuriteServer, caplog):
-    caplog.set_level(logging.INFO, logger="fraud_detection.store_azure")
+    caplog.set_level(logging.INFO, logger="fraud_detection.store.azure")
     store = _store(azurite_http, "created-on-write")
     assert not _container_exists(azurite_http, "created-on-write")
     store.write_bytes("a/k", b"v")
@@ -234,7 +230,7 @@ def test_registry_publishes_and_loads_a_verified_bundle(azurite_http: AzuriteSer
 
 
 def test_incomplete_version_is_not_listed(azurite_http: AzuriteServer, tiny_bundle: Path):
-    from fraud_detection.bundle import MANIFEST_FILE
+    from fraud_detection.model.bundle import MANIFEST_FILE
 
     reg = ModelRegistry(_store(azurite_http, "models", "partial"), "fraud-detector")
     version = reg.publish(tiny_bundle)
@@ -243,7 +239,7 @@ def test_incomplete_version_is_not_listed(azurite_http: AzuriteServer, tiny_bund
 
 
 def test_tampered_blob_is_refused(azurite_http: AzuriteServer, tiny_bundle: Path, tmp_path: Path):
-    from fraud_detection.bundle import BundleIntegrityError
+    from fraud_detection.model.bundle import BundleIntegrityError
 
     reg = ModelRegistry(_store(azurite_http, "models", "tamper"), "fraud-detector")
     version = reg.publish(tiny_bundle)
@@ -415,7 +411,7 @@ def test_account_key_and_token_never_reach_repr_logs_or_errors(
     azurite_http: AzuriteServer, azurite_https: AzuriteServer, caplog
 ):
     caplog.set_level(logging.DEBUG)  # every logger, the Azure SDK's and urllib3's included
-    logging.getLogger("fraud_detection.store_azure.http").setLevel(logging.DEBUG)
+    logging.getLogger("fraud_detection.store.azure.http").setLevel(logging.DEBUG)
     try:
         keyed = _store(azurite_http, "secrets")
         credential = FakeEntraCredential()
@@ -430,7 +426,7 @@ def test_account_key_and_token_never_reach_repr_logs_or_errors(
             AzureBlobStore("secrets", connection_string=wrong, create_container=True)
         texts.append(str(err.value))
     finally:
-        logging.getLogger("fraud_detection.store_azure.http").setLevel(logging.WARNING)
+        logging.getLogger("fraud_detection.store.azure.http").setLevel(logging.WARNING)
     logged = caplog.text + "\n".join(str(r.args) for r in caplog.records)
     assert "PUT" in logged or "Request URL" in logged, "the HTTP logs were captured (the check below means something)"
     secrets = [azurite_http.account_key, base64.b64encode(b"y" * 64).decode(), *credential.tokens]
@@ -470,7 +466,7 @@ def test_sas_signature_never_reaches_repr_uri_errors_or_info_logs(azurite_http: 
     )
     signature = next(p.split("=", 1)[1] for p in sas.split("&") if p.startswith("sig="))
     caplog.set_level(logging.INFO)
-    logging.getLogger("fraud_detection.store_azure.http").setLevel(logging.INFO)
+    logging.getLogger("fraud_detection.store.azure.http").setLevel(logging.INFO)
     try:
         store = AzureBlobStore(
             "sas", "p", connection_string=f"BlobEndpoint={azurite_http.account_url};SharedAccessSignature={sas}"
@@ -479,7 +475,7 @@ def test_sas_signature_never_reaches_repr_uri_errors_or_info_logs(azurite_http: 
         with pytest.raises(StoreError, match=r"cannot write .*container 'sas'.*403") as err:
             store.write_bytes("k", b"v")  # read-only SAS
     finally:
-        logging.getLogger("fraud_detection.store_azure.http").setLevel(logging.WARNING)
+        logging.getLogger("fraud_detection.store.azure.http").setLevel(logging.WARNING)
     assert "Request URL" in caplog.text, "the SDK's request log was captured"
     for text in (repr(store), store.uri("k"), store.account_url, str(err.value), caplog.text):
         assert signature not in text
@@ -488,7 +484,7 @@ def test_sas_signature_never_reaches_repr_uri_errors_or_info_logs(azurite_http: 
 
 def test_core_import_does_not_need_azure():
     code = (
-        "import sys; import fraud_detection.store, fraud_detection.store_azure, fraud_detection.registry; "
+        "import sys; import fraud_detection.store, fraud_detection.store.azure, fraud_detection.model.registry; "
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'azure'); "
         "assert not loaded, loaded"
     )

@@ -1,4 +1,4 @@
-"""``fraud_detection.ingest.ingest`` (the ``ingest_data`` step) against a real S3 API (SeaweedFS on loopback)."""
+"""``fraud_detection.data.ingest.ingest`` (the ``ingest_data`` step) against a real S3 API (SeaweedFS on loopback)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 from minio import Minio
 
-from fraud_detection.ingest import ingest
-from fraud_detection.simulate import SimulationConfig
-from fraud_detection.store import ArtifactStore, open_store
+from fraud_detection.data.ingest import ingest
+from fraud_detection.data.simulate import SimulationConfig
+from fraud_detection.store.base import ArtifactStore
+from fraud_detection.store.uri import open_store
 from tests.helpers.seaweed import S3Server
 
 pytestmark = pytest.mark.integration

@@ -17,14 +17,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fraud_detection.features import build_features
-from fraud_detection.payload_log import read_payload_log
-from fraud_detection.registry import ModelRegistry
-from fraud_detection.schema import FEATURES
-from fraud_detection.simulate import DriftConfig, SimulationConfig, simulate
-from fraud_detection.store import LocalStore
-from fraud_detection.train import TrainConfig
-from fraud_detection.workflow import train_bundle
+from fraud_detection.data.schema import FEATURES
+from fraud_detection.data.simulate import DriftConfig, SimulationConfig, simulate
+from fraud_detection.features.offline import build_features
+from fraud_detection.model.candidate import train_bundle
+from fraud_detection.model.registry import ModelRegistry
+from fraud_detection.model.train import TrainConfig
+from fraud_detection.monitoring.payload_log import read_payload_log
+from fraud_detection.store.local import LocalStore
 from tests.helpers.net import wait_until
 from tests.helpers.prometheus import Prometheus, prometheus, pushgateway
 from tests.integration.conftest_serving import http, serving_process

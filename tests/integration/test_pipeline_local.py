@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from fraud_detection import schema
-from fraud_detection.cli import app
-from fraud_detection.registry import ModelRegistry
-from fraud_detection.simulate import SimulationConfig, simulate
-from fraud_detection.store import LocalStore, open_store
+from cli.app import app
+from fraud_detection.data import schema
+from fraud_detection.data.simulate import SimulationConfig, simulate
+from fraud_detection.model.registry import ModelRegistry
+from fraud_detection.store.local import LocalStore
+from fraud_detection.store.uri import open_store
 from pipelines.local import PipelineRunError, StepEvent, run_local
 
 pytestmark = pytest.mark.integration

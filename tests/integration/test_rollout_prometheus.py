@@ -32,10 +32,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_detection import rollout as ro
-from fraud_detection.registry import ModelRegistry
-from fraud_detection.schema import FEATURES
-from fraud_detection.store import LocalStore
+from fraud_detection.data.schema import FEATURES
+from fraud_detection.model.registry import ModelRegistry
+from fraud_detection.rollout import analysis, canary
+from fraud_detection.rollout.prometheus import PrometheusClient
+from fraud_detection.store.local import LocalStore
 from tests.helpers.net import free_port, http_ok, stop_process, wait_until
 from tests.helpers.prometheus import PROMETHEUS, SCRAPE_INTERVAL_SECONDS
 from tests.helpers.prometheus import prometheus as start_prometheus
@@ -48,12 +49,12 @@ TRAFFIC_SECONDS = 18.0
 ROWS_PER_REQUEST = 8
 BAD_SHARE = 0.3  # share of the worse canary's requests that are malformed
 # Enough for a decision with ~20 requests/s per server over the traffic phase, far below what is sent.
-THRESHOLDS = ro.Thresholds(min_requests=100, min_scored_rows=300)
+THRESHOLDS = analysis.Thresholds(min_requests=100, min_scored_rows=300)
 
 
 def _fraud_cli() -> list[str]:
     script = Path(sys.executable).parent / "fraud"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "fraud_detection.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
 
 
 def _run(args: list[str], cwd: Path) -> None:
@@ -101,7 +102,7 @@ class Server:
 class Lab:
     """The running servers, Prometheus, and what the traffic phase did."""
 
-    prometheus: ro.PrometheusClient
+    prometheus: PrometheusClient
     servers: dict[str, Server]
     stable_version: str
     canary_version: str
@@ -193,7 +194,7 @@ def _request_body(rows: pd.DataFrame, bad: bool) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
-def _counter(prometheus: ro.PrometheusClient, server: Server) -> float | None:
+def _counter(prometheus: PrometheusClient, server: Server) -> float | None:
     return prometheus.scalar(
         f'sum(fraud_serving_requests_total{{model_name="{server.model_name}",model_version="{server.version}"}})'
     )
@@ -228,7 +229,7 @@ def lab(bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
         prom = stack.enter_context(
             start_prometheus(work, [{"job_name": "serving", "static_configs": [{"targets": targets}]}])
         )
-        prometheus = ro.PrometheusClient(prom.url)
+        prometheus = PrometheusClient(prom.url)
         # Every server scraped at least once while its counters are still at zero, so increase() sees all traffic.
         wait_until(
             lambda: (prometheus.scalar("count(fraud_serving_model_info == 1)") or 0) == len(servers),
@@ -266,8 +267,8 @@ def lab(bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
         shutil.rmtree(work / "prom-data", ignore_errors=True)
 
 
-def _analyse(lab: Lab, model_name: str, **kwargs: Any) -> ro.RolloutDecision:
-    decision = ro.analyse(
+def _analyse(lab: Lab, model_name: str, **kwargs: Any) -> analysis.RolloutDecision:
+    decision = canary.analyse(
         lab.prometheus,
         model_name=model_name,
         stable_version=lab.stable_version,
@@ -282,13 +283,13 @@ def _analyse(lab: Lab, model_name: str, **kwargs: Any) -> ro.RolloutDecision:
     return decision
 
 
-def _explain(decision: ro.RolloutDecision) -> str:
+def _explain(decision: analysis.RolloutDecision) -> str:
     return json.dumps(decision.to_dict(), indent=1, default=str)[:6000]
 
 
 def test_equal_canary_is_promoted(lab: Lab, tmp_path: Path):
     decision = _analyse(lab, "fraud-equal")
-    assert decision.decision is ro.Decision.PROMOTE, _explain(decision)
+    assert decision.decision is analysis.Decision.PROMOTE, _explain(decision)
     stable, canary = lab.servers["equal-stable"], lab.servers["equal-canary"]
     assert decision.stable is not None and decision.canary is not None
     # Prometheus saw the traffic the test sent, version by version (up to increase()'s bounded extrapolation).
@@ -300,7 +301,7 @@ def test_equal_canary_is_promoted(lab: Lab, tmp_path: Path):
     ks = decision.check("score_ks").value
     assert ks is not None and ks < THRESHOLDS.max_score_ks
     assert decision.canary.p99_latency_seconds is not None and decision.canary.p99_latency_seconds > 0
-    assert all(c.outcome is ro.Outcome.PASS for c in decision.checks)
+    assert all(c.outcome is analysis.Outcome.PASS for c in decision.checks)
 
     # Carried out on the store side: production moves to the canary, the record keeps the real numbers.
     store = LocalStore(tmp_path / "store")
@@ -309,7 +310,7 @@ def test_equal_canary_is_promoted(lab: Lab, tmp_path: Path):
     registry = ModelRegistry(store, "fraud-equal")
     registry.set_alias("production", lab.stable_version)
     registry.set_alias("canary", lab.canary_version)
-    record = ro.apply_decision(decision, isvc=None, registry=registry, store=store)
+    record = canary.apply_decision(decision, isvc=None, registry=registry, store=store)
     assert (registry.get_alias("production") or {}).get("version") == lab.canary_version
     assert registry.get_alias("canary") is None
     stored = json.loads(store.read_bytes(record["record_key"]))
@@ -319,11 +320,11 @@ def test_equal_canary_is_promoted(lab: Lab, tmp_path: Path):
 
 def test_worse_canary_is_rolled_back(lab: Lab):
     decision = _analyse(lab, "fraud-worse")
-    assert decision.decision is ro.Decision.ROLLBACK, _explain(decision)
+    assert decision.decision is analysis.Decision.ROLLBACK, _explain(decision)
     canary = lab.servers["worse-canary"]
     assert canary.bad > 0 and canary.statuses[400] == canary.bad
     error_check = decision.check("error_rate")
-    assert error_check.outcome is ro.Outcome.FAIL
+    assert error_check.outcome is analysis.Outcome.FAIL
     assert error_check.value == pytest.approx(canary.bad / canary.sent, abs=0.03)
     assert error_check.stable == 0
     assert decision.reasons[0] == error_check.reason
@@ -334,19 +335,19 @@ def test_worse_canary_is_rolled_back(lab: Lab):
 def test_a_window_without_traffic_is_inconclusive(lab: Lab):
     """Before the traffic phase both versions were up and scraped but idle: no decision, least of all promote."""
     decision = _analyse(lab, "fraud-equal", window="3s", at=lab.traffic_start - 0.5)
-    assert decision.decision is ro.Decision.INCONCLUSIVE, _explain(decision)
-    assert decision.check("traffic").outcome is ro.Outcome.INSUFFICIENT
+    assert decision.decision is analysis.Decision.INCONCLUSIVE, _explain(decision)
+    assert decision.check("traffic").outcome is analysis.Outcome.INSUFFICIENT
     assert decision.check("traffic").value == 0
     # The same traffic is also inconclusive when the operator demands more than was sent.
     sent = lab.servers["equal-canary"].sent
-    strict = ro.Thresholds(min_requests=10 * sent, min_scored_rows=300)
-    assert _analyse(lab, "fraud-worse", thresholds=strict).decision is ro.Decision.INCONCLUSIVE
+    strict = analysis.Thresholds(min_requests=10 * sent, min_scored_rows=300)
+    assert _analyse(lab, "fraud-worse", thresholds=strict).decision is analysis.Decision.INCONCLUSIVE
 
 
 def test_the_cli_reaches_the_same_decision(lab: Lab, tmp_path: Path):
     from typer.testing import CliRunner
 
-    from fraud_detection.cli import app
+    from cli.app import app
 
     out = tmp_path / "decision.json"
     result = CliRunner().invoke(

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from minio import Minio
 
-from fraud_detection.registry import ModelRegistry
+from fraud_detection.model.registry import ModelRegistry
 from fraud_detection.settings import Settings
-from fraud_detection.store import S3Store, StoreError, open_store
+from fraud_detection.store.base import StoreError
+from fraud_detection.store.s3 import S3Store
+from fraud_detection.store.uri import open_store
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +50,7 @@ def test_registry_on_s3_publishes_and_loads_a_verified_bundle(s3_server, tiny_bu
 
 
 def test_tampered_object_on_s3_is_refused(s3_server, tiny_bundle: Path, tmp_path: Path):
-    from fraud_detection.bundle import BundleIntegrityError
+    from fraud_detection.model.bundle import BundleIntegrityError
 
     reg = ModelRegistry(_store(s3_server, "tamper"), "fraud-detector")
     version = reg.publish(tiny_bundle)

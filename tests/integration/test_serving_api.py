@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from fraud_detection import schema
-from fraud_detection.bundle import load_bundle
-from fraud_detection.payload_log import read_payload_log
-from fraud_detection.store import LocalStore
+from fraud_detection.data import schema
+from fraud_detection.model.bundle import load_bundle
+from fraud_detection.monitoring.payload_log import read_payload_log
+from fraud_detection.store.local import LocalStore
 from tests.integration.conftest_serving import (
     FIXTURES,
     MODEL,

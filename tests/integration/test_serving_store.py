@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from fraud_detection.payload_log import read_payload_log
-from fraud_detection.registry import ModelRegistry
-from fraud_detection.store import LocalStore, open_store
+from fraud_detection.model.registry import ModelRegistry
+from fraud_detection.monitoring.payload_log import read_payload_log
+from fraud_detection.store.local import LocalStore
+from fraud_detection.store.uri import open_store
 from tests.helpers.net import free_port
 from tests.integration.conftest_serving import MODEL, REPO, _clean_env, golden, http, serving_process, stop
 

@@ -4,13 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from fraud_detection import schema
-from fraud_detection.bundle import (
-    MANIFEST_FILE,
-    BundleIntegrityError,
-    load_bundle,
-    verify_bundle,
-)
+from fraud_detection.data import schema
+from fraud_detection.model.bundle import MANIFEST_FILE, BundleIntegrityError, load_bundle, verify_bundle
 
 
 def test_bundle_is_self_contained_and_loads(tiny_bundle: Path, small_features):

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fraud_detection.cli import app
+from cli.app import app
 
 runner = CliRunner()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import jsonpatch
 import jsonschema
 import pandas as pd
 import pytest
@@ -25,10 +26,11 @@ from components.ingest_data import ingest_data
 from components.register_model import register_model
 from components.train_model import train_model
 from components.validate_data import validate_data
-from fraud_detection import deploy, rollout, schema
-from fraud_detection.bundle import MANIFEST_FILE, load_bundle
-from fraud_detection.registry import ModelRegistry
-from fraud_detection.store import LocalStore
+from fraud_detection.data import schema
+from fraud_detection.model.bundle import MANIFEST_FILE, load_bundle
+from fraud_detection.model.registry import ModelRegistry
+from fraud_detection.rollout import canary, contract, errors, patches
+from fraud_detection.store.local import LocalStore
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = {"max_iter": 40, "test_days": 10, "delay_days": 7}
@@ -393,7 +395,7 @@ class Cluster:
 
     def _patch(self, group: str, version: str, namespace: str, plural: str, name: str, body: Any) -> dict[str, Any]:
         assert isinstance(body, list), "the canary must be a JSON patch, not a merge patch"
-        self.obj = rollout.apply_json_patch(self.obj or {}, body)
+        self.obj = jsonpatch.apply_patch(self.obj or {}, body)
         return self.obj
 
 
@@ -401,8 +403,8 @@ def _raise(exc: Exception) -> Any:
     raise exc
 
 
-def _deploy(cluster: Cluster, version: str = "v2", registry: ModelRegistry | None = None) -> deploy.DeployResult:
-    return deploy.deploy_canary(
+def _deploy(cluster: Cluster, version: str = "v2", registry: ModelRegistry | None = None) -> canary.DeployResult:
+    return canary.deploy_canary(
         name="fraud-detector",
         namespace="fraud-detection",
         model_name="fraud-detector",
@@ -420,8 +422,8 @@ def test_deploy_canary_creates_a_missing_inference_service():
     assert result.action == "created"
     created = cluster.obj or {}
     jsonschema.validate(created, _isvc_schema())
-    assert rollout.read_state(created).model_version == "v2"
-    assert rollout.read_state(created).storage_uri == "s3://store/models/fraud-detector/versions/v2"
+    assert patches.read_state(created).model_version == "v2"
+    assert patches.read_state(created).storage_uri == "s3://store/models/fraud-detector/versions/v2"
     cluster.api.patch_namespaced_custom_object.assert_not_called()
 
 
@@ -434,11 +436,11 @@ def test_deploy_canary_starts_the_rollouts_canary_and_moves_the_canary_alias(tra
     assert "beside v1" in result.reason
     patched = cluster.obj or {}
     jsonschema.validate(patched, _isvc_schema())
-    state = rollout.read_state(patched)
+    state = patches.read_state(patched)
     assert (state.model_version, state.canary_percent) == (version, 10)
     assert state.storage_uri == f"s3://b/models/fraud-detector/versions/{version}"  # the InferenceService's root
     assert (state.stable_version, state.canary_version) == ("v1", version)
-    assert patched["metadata"]["annotations"][deploy.VERSION_ANNOTATION] == version
+    assert patched["metadata"]["annotations"][contract.VERSION_ANNOTATION] == version
     env = {e["name"]: e["value"] for e in patched["spec"]["predictor"]["containers"][0]["env"]}
     assert env["FRAUD_PAYLOAD_LOG_ENABLED"] == "true"
     assert (registry.get_alias("canary") or {}).get("version") == version
@@ -452,18 +454,18 @@ def test_deploy_canary_leaves_an_up_to_date_service_alone():
 
 def test_deploy_canary_refuses_while_another_canary_runs():
     cluster = Cluster(chart_isvc("v2", canaryTrafficPercent=10))
-    with pytest.raises(rollout.RolloutError, match="runs already"):
+    with pytest.raises(errors.RolloutError, match="runs already"):
         _deploy(cluster, "v3")
     cluster.api.patch_namespaced_custom_object.assert_not_called()
 
 
 def test_deploy_canary_reports_other_api_errors():
-    with pytest.raises(rollout.RolloutError, match="HTTP 403"):
+    with pytest.raises(errors.RolloutError, match="HTTP 403"):
         _deploy(Cluster(None, error_status=403))
 
 
 def test_deploy_canary_skips_without_a_cluster(no_cluster: None):
-    result = deploy.deploy_canary(
+    result = canary.deploy_canary(
         name="x", namespace="y", model_name="m", version="v1", storage_uri="s3://b/v1", canary_traffic_percent=10
     )
     assert result.action == "skipped"

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from fraud_detection.drift import compute_drift
-from fraud_detection.features import build_features
-from fraud_detection.simulate import DriftConfig, SimulationConfig, simulate
+from fraud_detection.data.simulate import DriftConfig, SimulationConfig, simulate
+from fraud_detection.features.offline import build_features
+from fraud_detection.monitoring.drift import compute_drift
 
 CFG = {"n_customers": 500, "n_terminals": 1000, "n_days": 90, "seed": 1}
 REF_START, CUT = pd.Timestamp("2018-05-11", tz="UTC"), pd.Timestamp("2018-05-31", tz="UTC")

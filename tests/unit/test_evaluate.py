@@ -2,17 +2,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_detection.evaluate import (
-    backtest,
+from fraud_detection.data.splits import train_delay_test_split
+from fraud_detection.model.backtest import backtest
+from fraud_detection.model.curves import plot_curves
+from fraud_detection.model.gate import promotion_gate
+from fraud_detection.model.metrics import (
     card_precision_at_k,
     choose_threshold,
     compute_metrics,
     cost_curve,
     expected_cost,
-    plot_curves,
-    promotion_gate,
     recall_at_fpr,
-    train_delay_test_split,
 )
 
 

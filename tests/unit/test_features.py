@@ -4,8 +4,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fraud_detection import schema
-from fraud_detection.features import FeatureConfig, build_features
+from fraud_detection.data import schema
+from fraud_detection.features.offline import FeatureConfig, build_features
 
 DAY = 86_400
 

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_detection.labels import (
+from fraud_detection.data.schema import SchemaError
+from fraud_detection.monitoring.labels import (
     estimated_precision,
     ingest_labels,
     load_labels,
@@ -12,9 +13,8 @@ from fraud_detection.labels import (
     realised_quality,
     validate_labels,
 )
-from fraud_detection.payload_log import hash_identifier
-from fraud_detection.schema import SchemaError
-from fraud_detection.store import LocalStore
+from fraud_detection.monitoring.payload_log import hash_identifier
+from fraud_detection.store.local import LocalStore
 
 NOW = datetime(2024, 3, 1, tzinfo=UTC)
 

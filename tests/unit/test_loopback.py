@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fraud_detection.loopback import free_port, http_ok, stop_process, wait_ready
+from cli.loopback import free_port, http_ok, stop_process, wait_ready
 
 
 def test_a_free_port_is_not_answering_and_a_server_on_it_becomes_ready(tmp_path: Path):

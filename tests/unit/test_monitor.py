@@ -7,15 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_detection import schema
-from fraud_detection.bundle import load_bundle
-from fraud_detection.labels import ingest_labels, validate_labels
-from fraud_detection.monitor import DriftJobConfig, run_drift_job
-from fraud_detection.payload_log import PayloadLogger, read_payload_log
-from fraud_detection.registry import ModelRegistry
-from fraud_detection.store import LocalStore
-from fraud_detection.telemetry import drift_registry
-from fraud_detection.train import score
+from fraud_detection.data import schema
+from fraud_detection.model.bundle import load_bundle
+from fraud_detection.model.registry import ModelRegistry
+from fraud_detection.model.train import score
+from fraud_detection.monitoring.drift_job import DriftJobConfig, run_drift_job
+from fraud_detection.monitoring.labels import ingest_labels, validate_labels
+from fraud_detection.monitoring.payload_log import PayloadLogger, read_payload_log
+from fraud_detection.monitoring.telemetry import drift_registry
+from fraud_detection.store.local import LocalStore
 
 
 def _log(store: LocalStore, bundle_dir: Path, rows: pd.DataFrame, version: str) -> None:

@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fraud_detection import schema
-from fraud_detection.payload_log import (
+from fraud_detection.data import schema
+from fraud_detection.monitoring.payload_log import (
     BASE_COLUMNS,
     PayloadLogConfig,
     PayloadLogger,
     hash_identifier,
     read_payload_log,
 )
-from fraud_detection.store import LocalStore, StoreError
+from fraud_detection.store.base import StoreError
+from fraud_detection.store.local import LocalStore
 
 F = len(schema.FEATURES)
 DAY = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -2,8 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from fraud_detection.registry import ModelRegistry, RegistryError
-from fraud_detection.store import ArtifactStore, LocalStore, StoreError, open_store
+from fraud_detection.model.registry import ModelRegistry, RegistryError
+from fraud_detection.store.base import ArtifactStore, StoreError
+from fraud_detection.store.local import LocalStore
+from fraud_detection.store.uri import open_store
 
 
 def test_publish_lists_version_and_alias_resolves(tiny_bundle: Path, tmp_path: Path):
@@ -54,7 +56,7 @@ def test_crash_mid_publish_leaves_store_readable_and_alias_unchanged(tiny_bundle
     first = good.publish(tiny_bundle)
     good.set_alias("production", first)
     # Re-publish under a new version id: copy the bundle and change nothing but the version in a new bundle.
-    from fraud_detection.bundle import load_bundle, write_bundle
+    from fraud_detection.model.bundle import load_bundle, write_bundle
 
     src = load_bundle(tiny_bundle)
     second_dir = tmp_path / "second"

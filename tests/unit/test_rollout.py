@@ -24,14 +24,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import jsonschema
 import pytest
 from typer.testing import CliRunner
 
-from fraud_detection import rollout as ro
-from fraud_detection.cli import app
-from fraud_detection.registry import ModelRegistry
-from fraud_detection.store import LocalStore
+from cli.app import app
+from fraud_detection.model.registry import ModelRegistry
+from fraud_detection.rollout import analysis, canary, contract, errors, kube, patches, prometheus, records
+from fraud_detection.store.local import LocalStore
 from tests import k8s
 
 MODEL = "fraud-detector"
@@ -71,7 +72,7 @@ def metrics(
     fraud: float = 20,
     legit: float = 980,
     alerts: tuple[str, ...] = (),
-) -> ro.VersionMetrics:
+) -> analysis.VersionMetrics:
     """Version metrics with a score histogram from per-bucket counts (bounds 0.01, 0.1, 0.5, 1, +Inf)."""
     per_bucket = scores if scores is not None else [700, 200, 80, 20, 0]
     bounds = [0.01, 0.1, 0.5, 1.0, math.inf]
@@ -79,7 +80,7 @@ def metrics(
     for le, count in zip(bounds, per_bucket, strict=True):
         total += count
         cumulative.append((le, total))
-    return ro.VersionMetrics(
+    return analysis.VersionMetrics(
         version=version,
         requests=requests,
         errors=errors,
@@ -90,8 +91,8 @@ def metrics(
     )
 
 
-def decide(stable: ro.VersionMetrics, canary: ro.VersionMetrics, **limits: Any) -> ro.RolloutDecision:
-    return ro.decide(stable, canary, ro.Thresholds(**limits), model_name=MODEL, window="10m")
+def decide(stable: analysis.VersionMetrics, canary: analysis.VersionMetrics, **limits: Any) -> analysis.RolloutDecision:
+    return analysis.decide(stable, canary, analysis.Thresholds(**limits), model_name=MODEL, window="10m")
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +183,8 @@ class FakeCluster:
         assert isinstance(body, list), "the rollout must send JSON patches, never merge patches"
         jsonschema.validate(body, JSON_PATCH_SCHEMA)
         try:
-            new = ro.apply_json_patch(self.obj, body)
-        except ValueError as exc:
+            new = jsonpatch.apply_patch(self.obj, body)
+        except jsonpatch.JsonPatchException as exc:
             raise ApiException(status=422, reason=str(exc)) from exc
         valid(new)
         self.patches.append(body)
@@ -199,9 +200,9 @@ class FakeCluster:
         return copy.deepcopy(self.obj)
 
 
-def client_for(cluster: FakeCluster) -> ro.InferenceServiceClient:
+def client_for(cluster: FakeCluster) -> kube.InferenceServiceClient:
     meta = cluster.obj["metadata"]
-    return ro.InferenceServiceClient(meta["namespace"], meta["name"], cluster, cluster)
+    return kube.InferenceServiceClient(meta["namespace"], meta["name"], cluster, cluster)
 
 
 def make_registry(root: Path, *versions: str) -> ModelRegistry:
@@ -226,7 +227,7 @@ def env(obj: dict[str, Any]) -> dict[str, Any]:
 
 def test_an_equal_canary_is_promoted_with_every_check_passing():
     decision = decide(metrics(STABLE), metrics(CANARY))
-    assert decision.decision is ro.Decision.PROMOTE
+    assert decision.decision is analysis.Decision.PROMOTE
     assert [c.name for c in decision.checks] == [
         "traffic",
         "error_rate",
@@ -236,7 +237,7 @@ def test_an_equal_canary_is_promoted_with_every_check_passing():
         "alert_rate",
         "firing_alerts",
     ]
-    assert all(c.outcome is ro.Outcome.PASS and c.passed is True for c in decision.checks)
+    assert all(c.outcome is analysis.Outcome.PASS and c.passed is True for c in decision.checks)
     assert decision.check("score_ks").value == pytest.approx(0.0)
     assert decision.check("score_psi").value == pytest.approx(0.0)
     assert len(decision.reasons) == len(decision.checks)
@@ -245,11 +246,11 @@ def test_an_equal_canary_is_promoted_with_every_check_passing():
 @pytest.mark.parametrize(
     ("stable_errors", "canary_errors", "expected"),
     [
-        (0, 50, ro.Decision.ROLLBACK),  # 5 % against a flawless stable version
-        (0, 5, ro.Decision.PROMOTE),  # 0.5 %: twice nothing, but under the 1-point margin
-        (50, 80, ro.Decision.PROMOTE),  # 8 % against 5 %: under twice the stable rate
-        (50, 101, ro.Decision.ROLLBACK),  # 10.1 % against 5 %: over twice and over 1 point above
-        (100, 0, ro.Decision.PROMOTE),  # a canary better than stable
+        (0, 50, analysis.Decision.ROLLBACK),  # 5 % against a flawless stable version
+        (0, 5, analysis.Decision.PROMOTE),  # 0.5 %: twice nothing, but under the 1-point margin
+        (50, 80, analysis.Decision.PROMOTE),  # 8 % against 5 %: under twice the stable rate
+        (50, 101, analysis.Decision.ROLLBACK),  # 10.1 % against 5 %: over twice and over 1 point above
+        (100, 0, analysis.Decision.PROMOTE),  # a canary better than stable
     ],
 )
 def test_error_rate_limit_is_the_larger_of_ratio_and_margin(stable_errors, canary_errors, expected):
@@ -259,15 +260,19 @@ def test_error_rate_limit_is_the_larger_of_ratio_and_margin(stable_errors, canar
     assert check.value == pytest.approx(canary_errors / 1000)
     assert check.stable == pytest.approx(stable_errors / 1000)
     assert check.threshold == pytest.approx(max(2 * stable_errors / 1000, stable_errors / 1000 + 0.01))
-    if expected is ro.Decision.ROLLBACK:
-        assert check.outcome is ro.Outcome.FAIL
+    if expected is analysis.Decision.ROLLBACK:
+        assert check.outcome is analysis.Outcome.FAIL
         assert decision.reasons[0] == check.reason
         assert "error rate" in check.reason and "above the limit" in check.reason
 
 
 @pytest.mark.parametrize(
     ("stable_p99", "canary_p99", "expected"),
-    [(0.05, 1.0, ro.Decision.ROLLBACK), (0.05, 0.14, ro.Decision.PROMOTE), (0.4, 0.55, ro.Decision.PROMOTE)],
+    [
+        (0.05, 1.0, analysis.Decision.ROLLBACK),
+        (0.05, 0.14, analysis.Decision.PROMOTE),
+        (0.4, 0.55, analysis.Decision.PROMOTE),
+    ],
 )
 def test_p99_latency_limit(stable_p99, canary_p99, expected):
     decision = decide(metrics(STABLE, p99=stable_p99), metrics(CANARY, p99=canary_p99))
@@ -278,46 +283,46 @@ def test_p99_latency_limit(stable_p99, canary_p99, expected):
 def test_a_shifted_score_distribution_rolls_back_on_both_distances():
     shifted = metrics(CANARY, scores=[100, 200, 300, 400, 0])
     decision = decide(metrics(STABLE), shifted)
-    assert decision.decision is ro.Decision.ROLLBACK
+    assert decision.decision is analysis.Decision.ROLLBACK
     ks = decision.check("score_ks")
     # CDFs at 0.01: 0.70 vs 0.10; at 0.1: 0.90 vs 0.30; at 0.5: 0.98 vs 0.60 -> max 0.60.
     assert ks.value == pytest.approx(0.6)
-    assert ks.outcome is ro.Outcome.FAIL
-    assert decision.check("score_psi").outcome is ro.Outcome.FAIL
+    assert ks.outcome is analysis.Outcome.FAIL
+    assert decision.check("score_psi").outcome is analysis.Outcome.FAIL
 
 
 def test_score_distances_by_hand():
     stable = [(0.1, 50.0), (0.5, 80.0), (math.inf, 100.0)]
     canary = [(0.1, 25.0), (0.5, 75.0), (math.inf, 100.0)]
-    distance = ro.score_distribution_distance(stable, canary)
+    distance = analysis.score_distribution_distance(stable, canary)
     assert distance is not None
     ks, psi = distance
     assert ks == pytest.approx(0.25)
     expected_psi = sum((c - s) * math.log(c / s) for s, c in [(0.5, 0.25), (0.3, 0.5), (0.2, 0.25)])
     assert psi == pytest.approx(expected_psi)
-    assert ro.score_distribution_distance(stable, [(0.1, 0.0), (math.inf, 0.0)]) is None
-    assert ro.score_distribution_distance(stable, [(0.1, 3.0)]) is None  # no +Inf bucket
+    assert analysis.score_distribution_distance(stable, [(0.1, 0.0), (math.inf, 0.0)]) is None
+    assert analysis.score_distribution_distance(stable, [(0.1, 3.0)]) is None  # no +Inf bucket
 
 
 def test_a_canary_raising_more_fraud_alerts_rolls_back():
     decision = decide(metrics(STABLE, fraud=20, legit=980), metrics(CANARY, fraud=150, legit=850))
-    assert decision.decision is ro.Decision.ROLLBACK
+    assert decision.decision is analysis.Decision.ROLLBACK
     check = decision.check("alert_rate")
     assert check.value == pytest.approx(0.15)
     assert check.threshold == pytest.approx(max(0.04, 0.04))
-    assert [c.name for c in decision.checks if c.outcome is ro.Outcome.FAIL] == ["alert_rate"]
+    assert [c.name for c in decision.checks if c.outcome is analysis.Outcome.FAIL] == ["alert_rate"]
 
 
 def test_firing_alerts_for_the_canary_roll_back():
     decision = decide(metrics(STABLE), metrics(CANARY, alerts=("FraudCanaryLatencyAboveStable",)))
-    assert decision.decision is ro.Decision.ROLLBACK
+    assert decision.decision is analysis.Decision.ROLLBACK
     assert "FraudCanaryLatencyAboveStable" in decision.check("firing_alerts").reason
 
 
 def test_too_little_traffic_is_inconclusive_even_when_the_canary_looks_bad():
     decision = decide(metrics(STABLE), metrics(CANARY, requests=40, errors=20, fraud=5, legit=15))
-    assert decision.decision is ro.Decision.INCONCLUSIVE
-    assert decision.check("traffic").outcome is ro.Outcome.INSUFFICIENT
+    assert decision.decision is analysis.Decision.INCONCLUSIVE
+    assert decision.check("traffic").outcome is analysis.Outcome.INSUFFICIENT
     assert decision.check("traffic").passed is None
     assert decision.reasons[0].startswith("traffic: canary 40 requests")
     assert len(decision.reasons) == len(set(decision.reasons))
@@ -325,31 +330,31 @@ def test_too_little_traffic_is_inconclusive_even_when_the_canary_looks_bad():
 
 
 def test_little_stable_traffic_is_inconclusive_too():
-    assert decide(metrics(STABLE, requests=10), metrics(CANARY)).decision is ro.Decision.INCONCLUSIVE
+    assert decide(metrics(STABLE, requests=10), metrics(CANARY)).decision is analysis.Decision.INCONCLUSIVE
 
 
 def test_a_canary_failing_every_request_rolls_back_although_it_scored_nothing():
     canary = metrics(CANARY, errors=1000, scores=[0, 0, 0, 0, 0], fraud=0, legit=0)
     decision = decide(metrics(STABLE), canary)
-    assert decision.decision is ro.Decision.ROLLBACK
-    assert decision.check("score_ks").outcome is ro.Outcome.INSUFFICIENT
-    assert decision.check("error_rate").outcome is ro.Outcome.FAIL
+    assert decision.decision is analysis.Decision.ROLLBACK
+    assert decision.check("score_ks").outcome is analysis.Outcome.INSUFFICIENT
+    assert decision.check("error_rate").outcome is analysis.Outcome.FAIL
 
 
 def test_missing_latency_data_is_inconclusive_not_promote():
     decision = decide(metrics(STABLE), metrics(CANARY, p99=None))
-    assert decision.decision is ro.Decision.INCONCLUSIVE
+    assert decision.decision is analysis.Decision.INCONCLUSIVE
     assert decision.reasons[0].startswith("p99 latency: no latency data")
 
 
 def test_thresholds_are_configurable_and_checked():
     tight = decide(metrics(STABLE), metrics(CANARY, errors=5), max_error_rate_increase=0.001)
-    assert tight.decision is ro.Decision.ROLLBACK
-    assert decide(metrics(STABLE), metrics(CANARY), min_requests=5000).decision is ro.Decision.INCONCLUSIVE
+    assert tight.decision is analysis.Decision.ROLLBACK
+    assert decide(metrics(STABLE), metrics(CANARY), min_requests=5000).decision is analysis.Decision.INCONCLUSIVE
     with pytest.raises(ValueError, match="max_error_rate_ratio"):
-        ro.Thresholds(max_error_rate_ratio=-1)
+        analysis.Thresholds(max_error_rate_ratio=-1)
     with pytest.raises(ValueError, match="max_score_ks"):
-        ro.Thresholds(max_score_ks=1.5)
+        analysis.Thresholds(max_score_ks=1.5)
 
 
 def test_decision_serialises_every_check_and_metric():
@@ -376,17 +381,17 @@ def test_decision_serialises_every_check_and_metric():
 
 @pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("10m", 600), ("1h30m", 5400), ("500ms", 0.5)])
 def test_parse_duration(text, seconds):
-    assert ro.parse_duration(text) == seconds
+    assert analysis.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "10", "5x", "m10", "0s", "10m;drop", "1h 30m"])
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError, match="window"):
-        ro.parse_duration(text)
+        analysis.parse_duration(text)
 
 
 def test_queries_select_one_version_and_escape_labels():
-    queries = ro.version_queries(MODEL, 'v"1', "5m", namespace="fraud-detection")
+    queries = prometheus.version_queries(MODEL, 'v"1', "5m", namespace="fraud-detection")
     for query in queries.values():
         assert 'model_name="fraud-detector"' in query
         assert 'model_version="v\\"1"' in query
@@ -395,9 +400,9 @@ def test_queries_select_one_version_and_escape_labels():
         'sum(increase(fraud_serving_requests_total{model_name="fraud-detector",model_version="v\\"1",'
         'namespace="fraud-detection"}[5m]))'
     )
-    assert "namespace" not in ro.version_queries(MODEL, "v1", "5m")["errors"]
+    assert "namespace" not in prometheus.version_queries(MODEL, "v1", "5m")["errors"]
     with pytest.raises(ValueError, match="window"):
-        ro.version_queries(MODEL, "v1", "5 minutes")
+        prometheus.version_queries(MODEL, "v1", "5 minutes")
 
 
 # ------------------------------------------------------------------------------------------ fake Prometheus
@@ -437,7 +442,7 @@ def vector(*series: tuple[dict[str, str], float | str]) -> dict[str, Any]:
     }
 
 
-def canned(by_version: dict[str, ro.VersionMetrics]) -> Callable[[str], Any]:
+def canned(by_version: dict[str, analysis.VersionMetrics]) -> Callable[[str], Any]:
     """Answer the rollout's queries from VersionMetrics, keyed by the queried model_version."""
 
     def answer(query: str) -> tuple[int, Any]:
@@ -482,32 +487,37 @@ def fake_prometheus() -> Iterator[Callable[[Callable[[str], Any]], tuple[str, li
 
 def test_analyse_reads_every_metric_from_the_prometheus_api(fake_prometheus):
     stable = metrics(STABLE, errors=2, alerts=())
-    canary = metrics(CANARY, errors=60, alerts=("FraudCanaryErrorRateAboveStable",))
-    url, seen = fake_prometheus(canned({STABLE: stable, CANARY: canary}))
-    decision = ro.analyse(
-        ro.PrometheusClient(url), model_name=MODEL, stable_version=STABLE, canary_version=CANARY, window="15m", at=1e9
+    canary_metrics = metrics(CANARY, errors=60, alerts=("FraudCanaryErrorRateAboveStable",))
+    url, seen = fake_prometheus(canned({STABLE: stable, CANARY: canary_metrics}))
+    decision = canary.analyse(
+        prometheus.PrometheusClient(url),
+        model_name=MODEL,
+        stable_version=STABLE,
+        canary_version=CANARY,
+        window="15m",
+        at=1e9,
     )
-    assert decision.decision is ro.Decision.ROLLBACK
-    assert decision.canary == canary
+    assert decision.decision is analysis.Decision.ROLLBACK
+    assert decision.canary == canary_metrics
     assert decision.stable == stable
-    assert {c.name for c in decision.checks if c.outcome is ro.Outcome.FAIL} == {"error_rate", "firing_alerts"}
+    assert {c.name for c in decision.checks if c.outcome is analysis.Outcome.FAIL} == {"error_rate", "firing_alerts"}
     assert len(seen) == 12 and all("[15m]" in q for q in seen if "ALERTS" not in q)
 
 
 def test_prometheus_errors_are_reported_clearly(fake_prometheus):
     url, _ = fake_prometheus(lambda q: (400, {"status": "error", "errorType": "bad_data", "error": "parse error"}))
-    with pytest.raises(ro.PrometheusError, match="answered 400"):
-        ro.PrometheusClient(url).query("up")
+    with pytest.raises(errors.PrometheusError, match="answered 400"):
+        prometheus.PrometheusClient(url).query("up")
     url, _ = fake_prometheus(lambda q: (200, {"status": "error", "errorType": "timeout", "error": "too slow"}))
-    with pytest.raises(ro.PrometheusError, match="timeout: too slow"):
-        ro.PrometheusClient(url).query("up")
+    with pytest.raises(errors.PrometheusError, match="timeout: too slow"):
+        prometheus.PrometheusClient(url).query("up")
     url, _ = fake_prometheus(lambda q: (200, vector(({"a": "1"}, 1), ({"a": "2"}, 2))))
-    with pytest.raises(ro.PrometheusError, match="2 series"):
-        ro.PrometheusClient(url).scalar("up")
-    with pytest.raises(ro.PrometheusError, match="cannot reach"):
-        ro.PrometheusClient(f"http://127.0.0.1:{_closed_port()}", timeout=2).query("up")
+    with pytest.raises(errors.PrometheusError, match="2 series"):
+        prometheus.PrometheusClient(url).scalar("up")
+    with pytest.raises(errors.PrometheusError, match="cannot reach"):
+        prometheus.PrometheusClient(f"http://127.0.0.1:{_closed_port()}", timeout=2).query("up")
     with pytest.raises(ValueError, match="http"):
-        ro.PrometheusClient("prometheus:9090")
+        prometheus.PrometheusClient("prometheus:9090")
 
 
 def _closed_port() -> int:
@@ -519,33 +529,8 @@ def _closed_port() -> int:
 # --------------------------------------------------------------------------------------- JSON patch applier
 
 
-def test_json_patch_applier_follows_rfc6902():
-    doc = {"foo": ["bar", "baz"], "a/b": {"m~n": 1}}
-    out = ro.apply_json_patch(
-        doc,
-        [
-            {"op": "add", "path": "/foo/1", "value": "qux"},
-            {"op": "add", "path": "/foo/-", "value": "end"},
-            {"op": "test", "path": "/a~1b/m~0n", "value": 1},
-            {"op": "replace", "path": "/a~1b/m~0n", "value": 2},
-            {"op": "remove", "path": "/foo/0"},
-        ],
-    )
-    assert out == {"foo": ["qux", "baz", "end"], "a/b": {"m~n": 2}}
-    assert doc == {"foo": ["bar", "baz"], "a/b": {"m~n": 1}}  # the input is not modified
-    with pytest.raises(ValueError, match="test failed"):
-        ro.apply_json_patch(doc, [{"op": "test", "path": "/foo/0", "value": "nope"}])
-    with pytest.raises(ValueError, match="does not exist"):
-        ro.apply_json_patch(doc, [{"op": "remove", "path": "/missing"}])
-    with pytest.raises(ValueError, match="does not exist"):
-        ro.apply_json_patch(doc, [{"op": "replace", "path": "/foo/7", "value": 1}])
-
-
-# ---------------------------------------------------------------------------------- InferenceService patches
-
-
 def test_the_chart_renders_what_the_rollout_expects(chart_isvc):
-    state = ro.read_state(chart_isvc)
+    state = patches.read_state(chart_isvc)
     assert state.model_version == STABLE
     assert state.storage_uri == f"s3://fraud-detection/models/{MODEL}/versions/{STABLE}"
     assert state.canary_percent is None and not state.canary_running
@@ -553,11 +538,11 @@ def test_the_chart_renders_what_the_rollout_expects(chart_isvc):
 
 
 def test_canary_patch_is_a_guarded_json_patch_that_keeps_the_container(chart_isvc):
-    patch = ro.canary_patch(chart_isvc, CANARY, 10)
+    patch = patches.canary_patch(chart_isvc, CANARY, 10)
     jsonschema.validate(patch, JSON_PATCH_SCHEMA)
     assert {"op": "test", "path": "/spec/predictor/containers/0/name", "value": "kserve-container"} in patch
     assert not any(op["path"] == "/spec/predictor/containers" for op in patch), "never replace the containers"
-    out = valid(ro.apply_json_patch(chart_isvc, patch))
+    out = valid(jsonpatch.apply_patch(chart_isvc, patch))
     before, after = chart_isvc["spec"]["predictor"]["containers"][0], out["spec"]["predictor"]["containers"][0]
     assert env(out)["STORAGE_URI"] == f"s3://fraud-detection/models/{MODEL}/versions/{CANARY}"
     assert env(out)["FRAUD_MODEL_VERSION"] == CANARY
@@ -568,91 +553,97 @@ def test_canary_patch_is_a_guarded_json_patch_that_keeps_the_container(chart_isv
     changed = [a for a, b in zip(after["env"], before["env"], strict=True) if a != b]
     assert {e["name"] for e in changed} == {"STORAGE_URI", "FRAUD_MODEL_VERSION"}
     annotations = out["metadata"]["annotations"]
-    assert annotations[ro.ANNOTATION_STABLE] == STABLE
-    assert annotations[ro.ANNOTATION_CANARY] == CANARY
-    assert annotations["fraud-detection/model-version"] == CANARY  # what deploy.served_version reads
+    assert annotations[contract.ANNOTATION_STABLE] == STABLE
+    assert annotations[contract.ANNOTATION_CANARY] == CANARY
+    assert annotations["fraud-detection.io/model-version"] == CANARY  # what deploy.served_version reads
     assert annotations["serving.kserve.io/deploymentMode"] == "Serverless"
 
 
 def test_canary_patch_fails_when_the_env_moved_meanwhile(chart_isvc):
-    patch = ro.canary_patch(chart_isvc, CANARY, 10)
+    patch = patches.canary_patch(chart_isvc, CANARY, 10)
     moved = copy.deepcopy(chart_isvc)
     moved["spec"]["predictor"]["containers"][0]["env"].insert(0, {"name": "EXTRA", "value": "1"})
-    with pytest.raises(ValueError, match="test failed"):
-        ro.apply_json_patch(moved, patch)
+    with pytest.raises(jsonpatch.JsonPatchTestFailed, match="is not equal to tested value"):
+        jsonpatch.apply_patch(moved, patch)
 
 
 @pytest.mark.parametrize("percent", [0, 100, -5])
 def test_canary_patch_rejects_percentages(chart_isvc, percent):
     with pytest.raises(ValueError, match="between 1 and 99"):
-        ro.canary_patch(chart_isvc, CANARY, percent)
+        patches.canary_patch(chart_isvc, CANARY, percent)
 
 
 def test_canary_patch_refuses_the_same_version_and_foreign_layouts(chart_isvc):
-    with pytest.raises(ro.RolloutError, match="already serves"):
-        ro.canary_patch(chart_isvc, STABLE)
+    with pytest.raises(errors.RolloutError, match="already serves"):
+        patches.canary_patch(chart_isvc, STABLE)
     odd = copy.deepcopy(chart_isvc)
     for item in odd["spec"]["predictor"]["containers"][0]["env"]:
         if item["name"] == "STORAGE_URI":
             item["value"] = "s3://bucket/model.joblib"
-    with pytest.raises(ro.RolloutError, match="does not follow"):
-        ro.canary_patch(odd, CANARY)
+    with pytest.raises(errors.RolloutError, match="does not follow"):
+        patches.canary_patch(odd, CANARY)
     renamed = copy.deepcopy(chart_isvc)
     renamed["spec"]["predictor"]["containers"][0]["name"] = "main"
-    with pytest.raises(ro.RolloutError, match="kserve-container"):
-        ro.canary_patch(renamed, CANARY)
+    with pytest.raises(errors.RolloutError, match="kserve-container"):
+        patches.canary_patch(renamed, CANARY)
 
 
 def test_the_crd_check_catches_a_bad_patch(chart_isvc):
     """The validation used throughout can fail: a string percentage and an unknown field are rejected."""
-    bad = ro.apply_json_patch(
+    bad = jsonpatch.apply_patch(
         chart_isvc, [{"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": "10"}]
     )
     assert any(
         "canaryTrafficPercent" in e for e in k8s.validate_object({k: v for k, v in bad.items() if k != "status"})
     )
-    bad = ro.apply_json_patch(chart_isvc, [{"op": "add", "path": "/spec/predictor/canaryPercent", "value": 10}])
+    bad = jsonpatch.apply_patch(chart_isvc, [{"op": "add", "path": "/spec/predictor/canaryPercent", "value": 10}])
     assert k8s.validate_object({k: v for k, v in bad.items() if k != "status"})
 
 
 def _in_canary(chart_isvc: dict[str, Any]) -> dict[str, Any]:
-    return ro.apply_json_patch(chart_isvc, ro.canary_patch(chart_isvc, CANARY, 10))
+    return jsonpatch.apply_patch(chart_isvc, patches.canary_patch(chart_isvc, CANARY, 10))
 
 
 def test_promote_patch_removes_the_split_and_records_the_decision(chart_isvc):
     canary = _in_canary(chart_isvc)
-    annotations = {ro.ANNOTATION_DECISION: "promote", ro.ANNOTATION_REASONS: '["ok"]', ro.ANNOTATION_TIME: "t"}
-    patch = ro.promote_patch(canary, CANARY, annotations)
+    annotations = {
+        contract.ANNOTATION_DECISION: "promote",
+        contract.ANNOTATION_REASONS: '["ok"]',
+        contract.ANNOTATION_TIME: "t",
+    }
+    patch = patches.promote_patch(canary, CANARY, annotations)
     jsonschema.validate(patch, JSON_PATCH_SCHEMA)
-    out = valid(ro.apply_json_patch(canary, patch))
+    out = valid(jsonpatch.apply_patch(canary, patch))
     assert "canaryTrafficPercent" not in out["spec"]["predictor"]
     assert env(out)["FRAUD_MODEL_VERSION"] == CANARY
     assert out["spec"]["predictor"]["containers"] == canary["spec"]["predictor"]["containers"]  # no new revision
     meta = out["metadata"]["annotations"]
-    assert meta[ro.ANNOTATION_DECISION] == "promote" and meta[ro.ANNOTATION_STABLE] == CANARY
-    assert ro.ANNOTATION_CANARY not in meta
-    assert meta["fraud-detection/model-version"] == CANARY
+    assert meta[contract.ANNOTATION_DECISION] == "promote" and meta[contract.ANNOTATION_STABLE] == CANARY
+    assert contract.ANNOTATION_CANARY not in meta
+    assert meta["fraud-detection.io/model-version"] == CANARY
 
 
 def test_rollback_patch_pins_traffic_and_restores_the_stable_spec(chart_isvc):
     canary = _in_canary(chart_isvc)
-    patch = ro.rollback_patch(canary, STABLE, {ro.ANNOTATION_DECISION: "rollback"})
+    patch = patches.rollback_patch(canary, STABLE, {contract.ANNOTATION_DECISION: "rollback"})
     jsonschema.validate(patch, JSON_PATCH_SCHEMA)
-    out = valid(ro.apply_json_patch(canary, patch))
+    out = valid(jsonpatch.apply_patch(canary, patch))
     assert out["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert env(out)["FRAUD_MODEL_VERSION"] == STABLE
     assert out["spec"]["predictor"]["containers"] == chart_isvc["spec"]["predictor"]["containers"]
-    assert out["metadata"]["annotations"]["fraud-detection/model-version"] == STABLE
-    finished = valid(ro.apply_json_patch(out, ro.finish_rollback_patch(out)))
+    assert out["metadata"]["annotations"]["fraud-detection.io/model-version"] == STABLE
+    finished = valid(jsonpatch.apply_patch(out, patches.finish_rollback_patch(out)))
     assert "canaryTrafficPercent" not in finished["spec"]["predictor"]
     assert finished["spec"] == chart_isvc["spec"]
-    assert ro.finish_rollback_patch(finished) == []
+    assert patches.finish_rollback_patch(finished) == []
 
 
 def test_annotation_ops_escape_keys_and_create_the_map():
-    ops = ro.annotation_ops({"metadata": {}}, {"a/b": "1", "gone": None})
+    ops = patches.annotation_ops({"metadata": {}}, {"a/b": "1", "gone": None})
     assert ops == [{"op": "add", "path": "/metadata/annotations", "value": {"a/b": "1"}}]
-    ops = ro.annotation_ops({"metadata": {"annotations": {"gone": "x"}}}, {"a/b": "1", "gone": None, "absent": None})
+    ops = patches.annotation_ops(
+        {"metadata": {"annotations": {"gone": "x"}}}, {"a/b": "1", "gone": None, "absent": None}
+    )
     assert ops == [
         {"op": "add", "path": "/metadata/annotations/a~1b", "value": "1"},
         {"op": "remove", "path": "/metadata/annotations/gone"},
@@ -665,7 +656,7 @@ def test_annotation_ops_escape_keys_and_create_the_map():
 def test_start_canary_patches_the_service_and_moves_the_canary_alias(chart_isvc, tmp_path):
     cluster = FakeCluster(chart_isvc)
     registry = make_registry(tmp_path, STABLE, CANARY)
-    result = ro.start_canary(client_for(cluster), CANARY, percent=15, registry=registry)
+    result = canary.start_canary(client_for(cluster), CANARY, percent=15, registry=registry)
     assert (result.stable_version, result.canary_version, result.percent, result.applied) == (STABLE, CANARY, 15, True)
     assert cluster.obj["spec"]["predictor"]["canaryTrafficPercent"] == 15
     assert alias(registry, "canary", "version") == CANARY
@@ -677,25 +668,25 @@ def test_start_canary_patches_the_service_and_moves_the_canary_alias(chart_isvc,
 def test_start_canary_refuses_unknown_versions_running_canaries_and_dry_runs_change_nothing(chart_isvc, tmp_path):
     cluster = FakeCluster(chart_isvc)
     registry = make_registry(tmp_path, STABLE, CANARY)
-    with pytest.raises(ro.RolloutError, match="not complete"):
-        ro.start_canary(client_for(cluster), "nope", registry=registry)
-    dry = ro.start_canary(client_for(cluster), CANARY, registry=registry, dry_run=True)
+    with pytest.raises(errors.RolloutError, match="not complete"):
+        canary.start_canary(client_for(cluster), "nope", registry=registry)
+    dry = canary.start_canary(client_for(cluster), CANARY, registry=registry, dry_run=True)
     assert not dry.applied and dry.patch and not cluster.patches
     assert registry.get_alias("canary") is None
-    ro.start_canary(client_for(cluster), CANARY, registry=registry)
+    canary.start_canary(client_for(cluster), CANARY, registry=registry)
     third = "20260301-000000-cccccccc"
-    with pytest.raises(ro.RolloutError, match="runs already"):
-        ro.start_canary(client_for(cluster), third)
-    replaced = ro.start_canary(client_for(cluster), third, force=True)
+    with pytest.raises(errors.RolloutError, match="runs already"):
+        canary.start_canary(client_for(cluster), third)
+    replaced = canary.start_canary(client_for(cluster), third, force=True)
     assert replaced.stable_version == STABLE  # the stable version survives a replaced canary
-    assert cluster.obj["metadata"]["annotations"][ro.ANNOTATION_STABLE] == STABLE
+    assert cluster.obj["metadata"]["annotations"][contract.ANNOTATION_STABLE] == STABLE
 
 
 def _started(chart_isvc, tmp_path, ready_after: int | None = 0) -> tuple[FakeCluster, ModelRegistry]:
     cluster = FakeCluster(chart_isvc, ready_after=ready_after)
     registry = make_registry(tmp_path / "store", STABLE, CANARY)
     registry.set_alias("production", STABLE)
-    ro.start_canary(client_for(cluster), CANARY, registry=registry)
+    canary.start_canary(client_for(cluster), CANARY, registry=registry)
     cluster.get_namespaced_custom_object("serving.kserve.io", "v1beta1", "fraud-detection", "inferenceservices", MODEL)
     return cluster, registry
 
@@ -703,7 +694,7 @@ def _started(chart_isvc, tmp_path, ready_after: int | None = 0) -> tuple[FakeClu
 def test_promote_sends_everything_to_the_canary_and_records_why(chart_isvc, tmp_path):
     cluster, registry = _started(chart_isvc, tmp_path)
     decision = decide(metrics(STABLE), metrics(CANARY))
-    record = ro.apply_decision(
+    record = canary.apply_decision(
         decision, isvc=client_for(cluster), registry=registry, store=registry.store, extra={"prometheus_url": "x"}
     )
     assert cluster.served_share("fraud-detector-predictor-00002") == 100
@@ -724,11 +715,11 @@ def test_promote_sends_everything_to_the_canary_and_records_why(chart_isvc, tmp_
     assert stored["service_before"]["canary_percent"] == 10
     # The annotations on the InferenceService.
     annotations = cluster.obj["metadata"]["annotations"]
-    assert annotations[ro.ANNOTATION_DECISION] == "promote"
-    assert json.loads(annotations[ro.ANNOTATION_REASONS]) == list(decision.reasons)
-    assert annotations[ro.ANNOTATION_TIME] == decision.decided_at
-    assert annotations[ro.ANNOTATION_RECORD] == keys[0]
-    assert ro.latest_records(registry.store, MODEL)[0]["record_key"] == keys[0]
+    assert annotations[contract.ANNOTATION_DECISION] == "promote"
+    assert json.loads(annotations[contract.ANNOTATION_REASONS]) == list(decision.reasons)
+    assert annotations[contract.ANNOTATION_TIME] == decision.decided_at
+    assert annotations[contract.ANNOTATION_RECORD] == keys[0]
+    assert records.latest_records(registry.store, MODEL)[0]["record_key"] == keys[0]
 
 
 def _no_nan(name: str) -> None:
@@ -750,7 +741,7 @@ def test_rollback_pins_traffic_waits_for_the_restored_revision_then_releases(cha
         return original_wait(generation, timeout, interval=interval, sleep=sleeps.append)
 
     monkeypatch.setattr(isvc, "wait_latest_ready", observed_wait)
-    record = ro.apply_decision(decision, isvc=isvc, registry=registry, store=registry.store, poll_interval=1)
+    record = canary.apply_decision(decision, isvc=isvc, registry=registry, store=registry.store, poll_interval=1)
     assert sleeps == [1, 1]
     assert "canaryTrafficPercent" not in cluster.obj["spec"]["predictor"]
     assert cluster.served_share("fraud-detector-predictor-00003") == 100
@@ -759,71 +750,71 @@ def test_rollback_pins_traffic_waits_for_the_restored_revision_then_releases(cha
     assert registry.get_alias("canary") is None
     assert [a["action"] for a in record["actions"]] == ["pin-stable", "release-pin", "alias", "alias-removed"]
     annotations = cluster.obj["metadata"]["annotations"]
-    assert annotations[ro.ANNOTATION_DECISION] == "rollback"
-    assert "error rate" in json.loads(annotations[ro.ANNOTATION_REASONS])[0]
+    assert annotations[contract.ANNOTATION_DECISION] == "rollback"
+    assert "error rate" in json.loads(annotations[contract.ANNOTATION_REASONS])[0]
 
 
 def test_a_rollback_whose_revision_never_gets_ready_stays_pinned_and_says_so(chart_isvc, tmp_path):
     cluster, registry = _started(chart_isvc, tmp_path, ready_after=None)
     isvc = client_for(cluster)
     decision = decide(metrics(STABLE), metrics(CANARY, errors=100))
-    with pytest.raises(ro.RolloutError, match="not ready within 0 s"):
-        ro.apply_decision(decision, isvc=isvc, registry=registry, store=registry.store, wait_seconds=0)
+    with pytest.raises(errors.RolloutError, match="not ready within 0 s"):
+        canary.apply_decision(decision, isvc=isvc, registry=registry, store=registry.store, wait_seconds=0)
     assert cluster.obj["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert cluster.served_share("fraud-detector-predictor-00001") == 100
-    stored = ro.latest_records(registry.store, MODEL)[0]
+    stored = records.latest_records(registry.store, MODEL)[0]
     assert stored["completed"] is False and "RolloutError" in stored["error"]
     # Once the revision is ready, rolling back again finishes the job.
     cluster.ready_after = 0
     cluster._pending = (cluster.obj["status"]["components"]["predictor"]["latestCreatedRevision"], 0)
-    manual = ro.manual_decision(
-        ro.Decision.ROLLBACK, model_name=MODEL, stable_version=STABLE, canary_version=CANARY, reason="finish"
+    manual = canary.manual_decision(
+        analysis.Decision.ROLLBACK, model_name=MODEL, stable_version=STABLE, canary_version=CANARY, reason="finish"
     )
-    ro.apply_decision(manual, isvc=isvc, registry=registry, store=registry.store, wait_seconds=0)
+    canary.apply_decision(manual, isvc=isvc, registry=registry, store=registry.store, wait_seconds=0)
     assert "canaryTrafficPercent" not in cluster.obj["spec"]["predictor"]
-    assert ro.latest_records(registry.store, MODEL)[0]["reasons"] == ["manual rollback: finish"]
+    assert records.latest_records(registry.store, MODEL)[0]["reasons"] == ["manual rollback: finish"]
 
 
 def test_inconclusive_only_annotates(chart_isvc, tmp_path):
     cluster, registry = _started(chart_isvc, tmp_path)
     spec_before = copy.deepcopy(cluster.obj["spec"])
     decision = decide(metrics(STABLE), metrics(CANARY, requests=5))
-    record = ro.apply_decision(decision, isvc=client_for(cluster), registry=registry, store=registry.store)
+    record = canary.apply_decision(decision, isvc=client_for(cluster), registry=registry, store=registry.store)
     assert cluster.obj["spec"] == spec_before
-    assert cluster.obj["metadata"]["annotations"][ro.ANNOTATION_DECISION] == "inconclusive"
+    assert cluster.obj["metadata"]["annotations"][contract.ANNOTATION_DECISION] == "inconclusive"
     assert alias(registry, "canary", "version") == CANARY and alias(registry, "production", "version") == STABLE
     assert [a["action"] for a in record["actions"]] == ["annotate"]
 
 
 def test_promote_refuses_without_a_ready_canary(chart_isvc, tmp_path):
     cluster, registry = _started(chart_isvc, tmp_path, ready_after=None)
-    with pytest.raises(ro.RolloutError, match="not ready"):
-        ro.apply_decision(
+    with pytest.raises(errors.RolloutError, match="not ready"):
+        canary.apply_decision(
             decide(metrics(STABLE), metrics(CANARY)), isvc=client_for(cluster), registry=registry, store=registry.store
         )
     assert cluster.obj["spec"]["predictor"]["canaryTrafficPercent"] == 10
     plain = FakeCluster(chart_isvc)
-    with pytest.raises(ro.RolloutError, match="nothing to promote"):
-        ro.apply_decision(
+    with pytest.raises(errors.RolloutError, match="nothing to promote"):
+        canary.apply_decision(
             decide(metrics(STABLE), metrics(CANARY)), isvc=client_for(plain), registry=None, store=registry.store
         )
 
 
 def test_resolve_versions(chart_isvc, tmp_path):
     cluster, registry = _started(chart_isvc, tmp_path)
-    state = ro.read_state(cluster.obj)
-    assert ro.resolve_versions(state, None) == (STABLE, CANARY)
-    assert ro.resolve_versions(None, registry) == (STABLE, CANARY)
-    assert ro.resolve_versions(None, None, stable_version="a", canary_version="b") == ("a", "b")
+    state = patches.read_state(cluster.obj)
+    assert canary.resolve_versions(state, None) == (STABLE, CANARY)
+    assert canary.resolve_versions(None, registry) == (STABLE, CANARY)
+    assert canary.resolve_versions(None, None, stable_version="a", canary_version="b") == ("a", "b")
     # A canary started by deploy.py (no rollout annotations) after the pipeline moved `production` to it.
     registry.set_alias("production", CANARY)
     bare = copy.deepcopy(cluster.obj)
-    del bare["metadata"]["annotations"][ro.ANNOTATION_STABLE]
-    assert ro.resolve_versions(ro.read_state(bare), registry) == (STABLE, CANARY)
-    with pytest.raises(ro.RolloutError, match="cannot tell"):
-        ro.resolve_versions(ro.read_state(chart_isvc), None)
-    with pytest.raises(ro.RolloutError, match="both"):
-        ro.resolve_versions(None, None, stable_version="a", canary_version="a")
+    del bare["metadata"]["annotations"][contract.ANNOTATION_STABLE]
+    assert canary.resolve_versions(patches.read_state(bare), registry) == (STABLE, CANARY)
+    with pytest.raises(errors.RolloutError, match="cannot tell"):
+        canary.resolve_versions(patches.read_state(chart_isvc), None)
+    with pytest.raises(errors.RolloutError, match="both"):
+        canary.resolve_versions(None, None, stable_version="a", canary_version="a")
 
 
 def test_api_errors_become_rollout_errors(chart_isvc):
@@ -833,13 +824,13 @@ def test_api_errors_become_rollout_errors(chart_isvc):
         def get_namespaced_custom_object(self, *args):
             raise ApiException(status=403, reason="Forbidden")
 
-    isvc = ro.InferenceServiceClient("fraud-detection", MODEL, Forbidden(), Forbidden())  # type: ignore[arg-type]
-    with pytest.raises(ro.RolloutError, match="HTTP 403: the identity lacks get/patch"):
+    isvc = kube.InferenceServiceClient("fraud-detection", MODEL, Forbidden(), Forbidden())  # type: ignore[arg-type]
+    with pytest.raises(errors.RolloutError, match="HTTP 403: the identity lacks get/patch"):
         isvc.get()
     cluster = FakeCluster(chart_isvc)
-    patch = ro.canary_patch(chart_isvc, CANARY)
+    patch = patches.canary_patch(chart_isvc, CANARY)
     cluster.obj["spec"]["predictor"]["containers"][0]["env"].reverse()  # a concurrent edit
-    with pytest.raises(ro.RolloutError, match="HTTP 422"):
+    with pytest.raises(errors.RolloutError, match="HTTP 422"):
         client_for(cluster).patch(patch)
 
 
@@ -859,7 +850,7 @@ class _KubeHandler(_JsonHandler):
         if self.headers.get("Content-Type") != "application/json-patch+json":
             self._send(415, {"kind": "Status", "message": "unsupported"})
             return
-        self.state["obj"] = ro.apply_json_patch(self.state["obj"], body)
+        self.state["obj"] = jsonpatch.apply_patch(self.state["obj"], body)
         self._send(200, self.state["obj"])
 
 
@@ -872,8 +863,8 @@ def test_the_kubernetes_client_sends_json_patches(chart_isvc):
     try:
         configuration = client.Configuration()
         configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
-        isvc = ro.InferenceServiceClient.from_configuration("fraud-detection", MODEL, configuration)
-        ro.start_canary(isvc, CANARY, percent=20)
+        isvc = kube.InferenceServiceClient.from_configuration("fraud-detection", MODEL, configuration)
+        canary.start_canary(isvc, CANARY, percent=20)
     finally:
         server.shutdown()
         server.server_close()
@@ -881,7 +872,7 @@ def test_the_kubernetes_client_sends_json_patches(chart_isvc):
     assert [(m, p) for m, p, _, _ in state["requests"]] == [("GET", path), ("PATCH", path)]
     _, _, content_type, body = state["requests"][1]
     assert content_type == "application/json-patch+json"
-    assert body == ro.canary_patch(chart_isvc, CANARY, 20)
+    assert body == patches.canary_patch(chart_isvc, CANARY, 20)
     assert state["obj"]["spec"]["predictor"]["canaryTrafficPercent"] == 20
 
 
@@ -974,7 +965,7 @@ def test_cli_status_without_a_cluster_shows_aliases_and_the_latest_decision(tmp_
     registry.set_alias("production", STABLE)
     registry.set_alias("canary", CANARY)
     decision = decide(metrics(STABLE), metrics(CANARY, errors=90))
-    ro.apply_decision(decision, isvc=None, registry=registry, store=registry.store)
+    canary.apply_decision(decision, isvc=None, registry=registry, store=registry.store)
     result = runner.invoke(app, ["rollout", "status", "--no-cluster", "--store", str(tmp_path)])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -985,7 +976,7 @@ def test_cli_status_without_a_cluster_shows_aliases_and_the_latest_decision(tmp_
 
 def test_importing_rollout_stays_light():
     code = (
-        "import sys, fraud_detection.rollout, fraud_detection.cli_rollout; "
+        "import sys, fraud_detection.rollout, cli.rollout; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'requests', 'rich', 'sklearn')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -994,11 +985,11 @@ def test_importing_rollout_stays_light():
 
 def test_manual_decisions_are_promote_or_rollback():
     with pytest.raises(ValueError, match="promote or rollback"):
-        ro.manual_decision(
-            ro.Decision.INCONCLUSIVE, model_name=MODEL, stable_version="a", canary_version="b", reason=""
+        canary.manual_decision(
+            analysis.Decision.INCONCLUSIVE, model_name=MODEL, stable_version="a", canary_version="b", reason=""
         )
-    decision = ro.manual_decision(
-        ro.Decision.PROMOTE, model_name=MODEL, stable_version="a", canary_version="b", reason="hotfix"
+    decision = canary.manual_decision(
+        analysis.Decision.PROMOTE, model_name=MODEL, stable_version="a", canary_version="b", reason="hotfix"
     )
     assert decision.source == "manual" and decision.checks == () and decision.reasons == ("manual promote: hotfix",)
     assert replace(decision, window="1m").to_dict()["window"] == "1m"
@@ -1020,7 +1011,7 @@ def test_cli_run_starts_analyses_and_acts(
     cluster = FakeCluster(chart_isvc)
     registry = make_registry(tmp_path, STABLE, CANARY)
     registry.set_alias("production", STABLE)
-    monkeypatch.setattr(ro.InferenceServiceClient, "connect", classmethod(lambda cls, ns, name: client_for(cluster)))
+    monkeypatch.setattr(kube.InferenceServiceClient, "connect", classmethod(lambda cls, ns, name: client_for(cluster)))
     slept: list[float] = []
     monkeypatch.setattr(time, "sleep", slept.append)
     result = runner.invoke(
@@ -1032,9 +1023,9 @@ def test_cli_run_starts_analyses_and_acts(
     )
     assert result.exit_code == expected_exit, result.output
     assert slept == [90.0] * analyses
-    records = ro.latest_records(registry.store, MODEL, limit=10)
+    stored = records.latest_records(registry.store, MODEL, limit=10)
     expected = ["promote"] if expected_exit == 0 else ["inconclusive"] * 2
-    assert [r["decision"] for r in records] == expected
+    assert [r["decision"] for r in stored] == expected
     if expected_exit == 0:
         assert "canaryTrafficPercent" not in cluster.obj["spec"]["predictor"]
         assert alias(registry, "production") == CANARY

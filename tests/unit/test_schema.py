@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud_detection import schema
-from fraud_detection.schema import SchemaError
+from fraud_detection.data import schema
+from fraud_detection.data.schema import SchemaError
 
 
 def _raw(n: int = 4) -> pd.DataFrame:

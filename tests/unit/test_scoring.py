@@ -13,15 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fraud_detection import schema
-from fraud_detection.scoring import (
-    InputError,
-    Scorer,
-    SklearnEngine,
-    Tensor,
-    TreeEnsembleEngine,
-    reference_medians,
-)
+from fraud_detection.data import schema
+from fraud_detection.scoring.engines.fallback import SklearnEngine
+from fraud_detection.scoring.engines.trees import TreeEnsembleEngine
+from fraud_detection.scoring.results import InputError
+from fraud_detection.scoring.scorer import Scorer, reference_medians
+from serving.codec import Tensor, matrix_from_records, matrix_from_tensors
 from tests.helpers.bundles import train_tiny
 
 F = len(schema.FEATURES)
@@ -299,12 +296,12 @@ def _tensors(X: np.ndarray, datatype: str = "FP64") -> list[Tensor]:
 def test_tensors_one_per_feature_or_one_matrix_give_the_same_rows(scorers):
     scorer = scorers["hgb"]
     X = np.repeat(_row(amount=40.0), 3, axis=0)
-    per_feature = scorer.from_tensors(_tensors(X, "FP32"))
-    matrix = scorer.from_tensors([Tensor("features", "FP32", [3, F], X.ravel().tolist())])
+    per_feature = matrix_from_tensors(scorer, _tensors(X, "FP32"))
+    matrix = matrix_from_tensors(scorer, [Tensor("features", "FP32", [3, F], X.ravel().tolist())])
     np.testing.assert_array_equal(per_feature, matrix)
-    column = scorer.from_tensors([Tensor(t.name, t.datatype, [3, 1], t.data) for t in _tensors(X)])
+    column = matrix_from_tensors(scorer, [Tensor(t.name, t.datatype, [3, 1], t.data) for t in _tensors(X)])
     np.testing.assert_array_equal(column, matrix)
-    with_id = scorer.from_tensors([*_tensors(X), Tensor("transaction_id", "BYTES", [3], [b"a", b"b", b"c"])])
+    with_id = matrix_from_tensors(scorer, [*_tensors(X), Tensor("transaction_id", "BYTES", [3], [b"a", b"b", b"c"])])
     np.testing.assert_array_equal(with_id, matrix)
 
 
@@ -328,13 +325,13 @@ def test_tensors_one_per_feature_or_one_matrix_give_the_same_rows(scorers):
 def test_bad_tensors_are_refused_naming_the_input(scorers, mutate, kind, needle):
     tensors = mutate(_tensors(np.repeat(_row(), 2, axis=0)))
     with pytest.raises(InputError, match=needle) as err:
-        scorers["hgb"].from_tensors(tensors)
+        matrix_from_tensors(scorers["hgb"], tensors)
     assert err.value.kind == kind
 
 
 def test_matrix_tensor_with_wrong_width_names_the_schema(scorers):
     with pytest.raises(InputError, match="expected \\[N, 21\\] with the features in schema order \\(amount, "):
-        scorers["hgb"].from_tensors([Tensor("features", "FP32", [1, 5], [1, 2, 3, 4, 5])])
+        matrix_from_tensors(scorers["hgb"], [Tensor("features", "FP32", [1, 5], [1, 2, 3, 4, 5])])
 
 
 def test_records_fill_missing_features_from_reference_medians_and_say_so(scorers, small_features):
@@ -346,13 +343,13 @@ def test_records_fill_missing_features_from_reference_medians_and_say_so(scorers
         "customer_tenure_days": 365,
         "num_prev_tx_24h": 5,
     }
-    X, imputed = scorer.from_records([seed], required=schema.SEED_FEATURES)
+    X, imputed = matrix_from_records(scorer, [seed], required=schema.SEED_FEATURES)
     medians = reference_medians(small_features)
     assert imputed == [[f for f in schema.FEATURES if f not in seed]]
     for j, name in enumerate(schema.FEATURES):
         assert X[0, j] == (seed[name] if name in seed else medians[name])
     full = dict(zip(schema.FEATURES, _row()[0], strict=True))
-    _, none_imputed = scorer.from_records([full, {**full, "transaction_id": "t-1"}])
+    _, none_imputed = matrix_from_records(scorer, [full, {**full, "transaction_id": "t-1"}])
     assert none_imputed == [[], []]
 
 
@@ -369,7 +366,7 @@ def test_records_fill_missing_features_from_reference_medians_and_say_so(scorers
 )
 def test_bad_records_are_refused_naming_the_field(scorers, record, kind, needle):
     with pytest.raises(InputError, match=needle) as err:
-        scorers["hgb"].from_records([record], required=("amount",))
+        matrix_from_records(scorers["hgb"], [record], required=("amount",))
     assert err.value.kind == kind
     with pytest.raises(InputError, match="expected an object"):
-        scorers["hgb"].from_records([[1, 2, 3]])
+        matrix_from_records(scorers["hgb"], [[1, 2, 3]])

@@ -18,11 +18,11 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.infer_type import RequestedOutput
 from prometheus_client import CollectorRegistry
 
-from fraud_detection import schema
-from fraud_detection.bundle import BundleIntegrityError, load_bundle
-from fraud_detection.payload_log import PayloadLogConfig, PayloadLogger, read_payload_log
-from fraud_detection.store import LocalStore
-from fraud_detection.telemetry import ServingMetrics
+from fraud_detection.data import schema
+from fraud_detection.model.bundle import BundleIntegrityError, load_bundle
+from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger, read_payload_log
+from fraud_detection.monitoring.telemetry import ServingMetrics
+from fraud_detection.store.local import LocalStore
 from serving.__main__ import build_parser, default_host, find_bundle_dir, make_payload_logger_factory
 from serving.model import FraudModel
 from serving.server import (

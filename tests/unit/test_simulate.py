@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from fraud_detection import schema
-from fraud_detection.simulate import DriftConfig, SimulationConfig, simulate
+from fraud_detection.data import schema
+from fraud_detection.data.simulate import DriftConfig, SimulationConfig, simulate
 
 CFG = SimulationConfig(n_customers=400, n_terminals=800, n_days=40, seed=3)
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fraud_detection import schema
-from fraud_detection.train import TrainConfig, score, train
+from fraud_detection.data import schema
+from fraud_detection.model.train import TrainConfig, score, train
 
 
 @pytest.mark.parametrize("model_type", ["hgb", "logreg", "rf"])

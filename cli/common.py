@@ -1,0 +1,110 @@
+"""What every ``fraud`` command shares: consoles, clear errors for expected failures, progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from fraud_detection.data import schema
+from fraud_detection.model.bundle import BundleIntegrityError
+from fraud_detection.model.registry import RegistryError
+from fraud_detection.settings import Settings
+from fraud_detection.store.base import StoreError
+
+# `fraud drift` and `fraud labels` are registered from cli_monitoring.
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+EXPECTED_ERRORS = (
+    schema.SchemaError,
+    StoreError,
+    RegistryError,
+    BundleIntegrityError,
+    ValueError,
+    FileExistsError,
+)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Store: a directory or s3://bucket/prefix (default FRAUD_STORE_URI)."),
+]
+ColumnMapOpt = Annotated[
+    list[str] | None, typer.Option("--column-map", help="Rename a source column: SRC=DST (repeatable).")
+]
+
+
+def guarded(fn: Callable[[], T], also: tuple[type[Exception], ...] = ()) -> T:
+    """Run a command body; turn an expected error into a clear message and exit code 2.
+
+    Args:
+        fn: The command body.
+        also: Further exception types a command group expects (e.g. a failed pipeline step).
+
+    Returns:
+        Its result.
+    """
+    expected: tuple[type[Exception], ...] = (*EXPECTED_ERRORS, *also)
+    try:
+        return fn()
+    except expected as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+
+
+@contextmanager
+def step(description: str) -> Iterator[None]:
+    """Show a spinner with elapsed time while a long step runs.
+
+    Args:
+        description: What is running.
+    """
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(description, total=1)
+        yield
+        progress.update(task, completed=1, description=f"[green]✓[/] {description}")
+
+
+def settings_for(store: str | None = None) -> Settings:
+    """The settings of this command, with ``--store`` (when given) in place of ``FRAUD_STORE_URI``."""
+    settings = Settings()
+    return settings.model_copy(update={"store_uri": store}) if store else settings
+
+
+def load_features(data: Path, column_map: list[str] | None, label_delay_days: int) -> pd.DataFrame:
+    """Read a features file as is, or raw transactions and build their features."""
+    from fraud_detection.features.offline import FeatureConfig, build_features
+
+    if data.suffix == ".parquet" and data.is_file():
+        import pyarrow.parquet as pq
+
+        columns = set(pq.read_schema(data).names)
+        if set(schema.FEATURES) <= columns:
+            frame = pd.read_parquet(data)
+            schema.validate_feature_frame(frame)
+            return frame
+    with step(f"reading {data}"):
+        raw = schema.read_transactions(data, schema.parse_column_map(column_map), require_label=True)
+    with step(f"building features for {len(raw):,} transactions"):
+        return build_features(raw, FeatureConfig(label_delay_days=label_delay_days))
+
+
+def advance(progress: Progress, task: Any) -> Callable[[int], None]:
+    """A callback that advances a progress bar's task by one step per call."""
+    def advance(_fold: int) -> None:
+        progress.advance(task)
+
+    return advance

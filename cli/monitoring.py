@@ -1,0 +1,85 @@
+"""``fraud drift`` and ``fraud labels`` (bodies import their adapters lazily, so the core CLI stays light)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+LOG = logging.getLogger("fraud")
+labels_app = typer.Typer(help="Delayed labels (chargebacks).", no_args_is_help=True)
+
+
+def drift(
+    baseline_data: Annotated[
+        Path | None, typer.Option(help="Baseline raw or feature file (compare two files).")
+    ] = None,
+    new_data: Annotated[Path | None, typer.Option(help="New raw or feature file (compare two files).")] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Store (default FRAUD_STORE_URI).")] = None,
+    window_hours: Annotated[float | None, typer.Option(min=0.01, help="Payload-log window (job mode).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the Evidently HTML report here (file mode).")] = None,
+    output_json: Annotated[Path | None, typer.Option(help="Write the result as JSON.")] = None,
+    pushgateway_url: Annotated[
+        str | None, typer.Option(help="Push gauges here (default FRAUD_PUSHGATEWAY_URL).")
+    ] = None,
+) -> None:
+    """Detect drift: two files directly, or (without files) the drift job on the payload log of the store."""
+    from cli.common import guarded
+    from fraud_detection.store.files import write_json
+
+    def body() -> None:
+        if (baseline_data is None) != (new_data is None):
+            raise ValueError("give both --baseline-data and --new-data, or neither (job mode on the payload log)")
+        if baseline_data is not None and new_data is not None:
+            from fraud_detection.monitoring.drift_job import compare_files, read_frame
+
+            result = compare_files(read_frame(baseline_data), read_frame(new_data), report_path=report)
+            summary = result.as_dict()
+            LOG.info(
+                "dataset drift: %s (%.0f%% of features: %s)",
+                result.dataset_drifted,
+                100 * result.drifted_share,
+                ", ".join(summary["drifted_features"]) or "none",
+            )
+        else:
+            from monitoring.drift_job import run_from_settings
+
+            summary = run_from_settings(
+                store=store, window_hours=window_hours, pushgateway_url=pushgateway_url
+            ).as_dict()
+        if output_json is not None:
+            write_json(output_json, summary)
+        typer.echo(json.dumps(summary, indent=2, default=str))
+
+    guarded(body)
+
+
+@labels_app.command("ingest")
+def labels_ingest(
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet with transaction_id, is_fraud, reported_at.")],
+    store: Annotated[str | None, typer.Option("--store", help="Store (default FRAUD_STORE_URI).")] = None,
+) -> None:
+    """Store a batch of delayed labels; the drift job joins them to logged predictions."""
+    from cli.common import guarded, settings_for
+    from fraud_detection.monitoring.labels import ingest_labels, read_label_file
+
+    def body() -> None:
+        labels = read_label_file(file)
+        settings = settings_for(store)
+        key = ingest_labels(settings.open_store() if store else settings.open_log_store(), labels)
+        typer.echo(key)
+
+    guarded(body)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the monitoring commands (``drift``, ``labels``) to the main app.
+
+    Args:
+        app: The ``fraud`` Typer app.
+    """
+    app.command("drift")(drift)
+    app.add_typer(labels_app, name="labels")

@@ -1,0 +1,253 @@
+"""KServe v1/v2 wire decoding: tensors and records into the scorer's feature matrix and identifiers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fraud_detection.data import schema
+from fraud_detection.scoring.results import InputError
+from fraud_detection.scoring.scorer import Scorer
+
+#: Datatypes a v2 input tensor may have.
+FLOAT_DATATYPES: tuple[str, ...] = ("FP32", "FP64")
+#: Name of the single-tensor input holding every feature in schema order.
+MATRIX_INPUT = "features"
+#: Optional identifier inputs/keys (never model features; logged only as configured).
+IDENTIFIERS: tuple[str, ...] = (schema.TRANSACTION_ID, schema.CUSTOMER_ID, schema.TERMINAL_ID)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A protocol-neutral input tensor (what a v2 request carries).
+
+    Attributes:
+        name: Input name.
+        datatype: v2 datatype name (``FP32``, ``FP64``, ``BYTES``, ...).
+        shape: Declared shape.
+        data: The values: a numpy array or a flat or nested list.
+    """
+
+    name: str
+    datatype: str
+    shape: Sequence[int]
+    data: Any
+
+
+def matrix_from_tensors(scorer: Scorer, tensors: Sequence[Tensor]) -> np.ndarray:
+    """A feature matrix from v2 input tensors: one ``features`` [N, F] tensor, or one [N] tensor per feature.
+
+    Identifier tensors (``transaction_id``, ``customer_id``, ``terminal_id``) are ignored here (see
+    :func:`identifiers_from_tensors`).
+
+    Args:
+        scorer: Validates the matrix (its features, batch limit and ranges).
+        tensors: The request's inputs.
+
+    Returns:
+        The validated matrix (N, F).
+
+    Raises:
+        InputError: Unknown, duplicate or missing input; wrong datatype or shape; bad values.
+    """
+    names = [t.name for t in tensors]
+    if not tensors:
+        raise InputError("the request has no inputs", kind="missing_feature")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"input {duplicates[0]!r} appears more than once", kind="format", field=duplicates[0])
+    unknown = [n for n in names if n not in scorer.feature_index and n != MATRIX_INPUT and n not in IDENTIFIERS]
+    if unknown:
+        raise InputError(
+            f"unknown input {unknown[0]!r}: expected {MATRIX_INPUT!r} or one input per feature "
+            f"({', '.join(scorer.features)})",
+            kind="unknown_feature",
+            field=unknown[0],
+        )
+    features = [t for t in tensors if t.name not in IDENTIFIERS]
+    matrix = [t for t in features if t.name == MATRIX_INPUT]
+    if matrix:
+        if len(features) > 1:
+            other = next(t.name for t in features if t.name != MATRIX_INPUT)
+            raise InputError(
+                f"input {other!r} cannot be combined with {MATRIX_INPUT!r}: send either one {MATRIX_INPUT!r} "
+                "tensor or one tensor per feature",
+                kind="format",
+                field=other,
+            )
+        t = matrix[0]
+        _check_datatype(t)
+        shape = list(t.shape)
+        if len(shape) != 2 or shape[1] != scorer.n_features:
+            raise InputError(
+                f"input {MATRIX_INPUT!r}: shape {shape}, expected [N, {scorer.n_features}] with the features in "
+                f"schema order ({', '.join(scorer.features)})",
+                kind="shape",
+                field=MATRIX_INPUT,
+            )
+        X = _tensor_array(t, (shape[0], scorer.n_features))
+        return scorer.validate(np.ascontiguousarray(X, dtype=np.float64))
+    missing = [f for f in scorer.features if f not in names]
+    if missing:
+        raise InputError(
+            f"missing feature(s): {', '.join(missing)} (send every feature as its own input, or one "
+            f"{MATRIX_INPUT!r} input)",
+            kind="missing_feature",
+            field=missing[0],
+        )
+    n_rows: int | None = None
+    X = np.empty((0, 0))
+    for t in features:
+        _check_datatype(t)
+        shape = list(t.shape)
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise InputError(
+                f"input {t.name!r}: shape {shape}, expected [N] (one value per row)", kind="shape", field=t.name
+            )
+        if n_rows is None:
+            n_rows = int(shape[0])
+            if n_rows > scorer.max_batch_size:
+                scorer.validate(np.zeros((n_rows, 0)))
+            X = np.empty((n_rows, scorer.n_features), dtype=np.float64)
+        elif int(shape[0]) != n_rows:
+            raise InputError(
+                f"input {t.name!r}: {shape[0]} rows, but the first input has {n_rows}", kind="shape", field=t.name
+            )
+        X[:, scorer.feature_index[t.name]] = _tensor_array(t, (n_rows,))
+    return scorer.validate(X)
+
+
+def matrix_from_records(
+    scorer: Scorer, records: Sequence[Any], *, required: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[list[str]]]:
+    """A feature matrix from JSON-like records (v1 ``instances`` or the seed's ``features`` object).
+
+    Features listed in ``required`` must be present; any other feature may be omitted and is then filled
+    with the bundle's reference median, and reported per row (never silently).
+
+    Args:
+        scorer: Validates the matrix and fills absent features with its defaults.
+        records: One mapping of feature name to number per row.
+        required: Features that must be present (default: all of them).
+
+    Returns:
+        (matrix (N, F), per row the names of the features that were filled in).
+
+    Raises:
+        InputError: A record is not an object, has an unknown key, lacks a required feature, or holds a value
+            that is not a finite number in the schema's range.
+    """
+    need = tuple(scorer.features if required is None else required)
+    n = len(records)
+    if n == 0:
+        raise InputError("the request holds no rows", kind="empty")
+    if n > scorer.max_batch_size:
+        scorer.validate(np.zeros((n, 0)))
+    X = np.empty((n, scorer.n_features), dtype=np.float64)
+    X[:] = scorer.default_row
+    imputed: list[list[str]] = []
+    for row, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise InputError(
+                f"row {row}: expected an object of feature name to number, got {type(record).__name__}",
+                kind="format",
+            )
+        for name in need:
+            if name not in record:
+                raise InputError(f"row {row}: missing feature {name!r}", kind="missing_feature", field=name)
+        for key, value in record.items():
+            col = scorer.feature_index.get(key)
+            if col is None:
+                if key in IDENTIFIERS:
+                    continue
+                raise InputError(
+                    f"row {row}: unknown feature {key!r} (known: {', '.join(scorer.features)})",
+                    kind="unknown_feature",
+                    field=str(key),
+                )
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InputError(
+                    f"feature {key!r}: expected a number in row {row}, got {type(value).__name__} {value!r:.40}",
+                    kind="datatype",
+                    field=key,
+                )
+            try:
+                X[row, col] = float(value)
+            except OverflowError as exc:
+                raise InputError(
+                    f"feature {key!r}: {str(value)[:20]}... in row {row} is not a finite number",
+                    kind="not_finite",
+                    field=key,
+                ) from exc
+        imputed.append([f for f in scorer.features if f not in record])
+    return scorer.validate(X), imputed
+
+
+def identifiers_from_tensors(tensors: Sequence[Tensor], n_rows: int) -> dict[str, list[str]]:
+    """Identifier columns carried as BYTES tensors (``transaction_id``, ``customer_id``, ``terminal_id``).
+
+    Args:
+        tensors: The request's inputs.
+        n_rows: Rows in the request.
+
+    Returns:
+        Identifier name to one string per row.
+
+    Raises:
+        InputError: An identifier tensor has the wrong number of values.
+    """
+    out: dict[str, list[str]] = {}
+    for t in tensors:
+        if t.name not in IDENTIFIERS:
+            continue
+        try:
+            values = list(np.asarray(t.data, dtype=object).reshape(-1))
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"input {t.name!r}: not a flat list of strings ({exc})", kind="shape", field=t.name
+            ) from exc
+        if len(values) != n_rows:
+            raise InputError(f"input {t.name!r}: {len(values)} values for {n_rows} rows", kind="shape", field=t.name)
+        out[t.name] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
+    return out
+
+
+def identifiers_from_records(records: Sequence[Any]) -> dict[str, list[str | None]]:
+    """Identifier keys of JSON records (absent keys give None).
+
+    Args:
+        records: The request's records (already validated as mappings).
+
+    Returns:
+        Identifier name to one value (or None) per row, only for identifiers present in some row.
+    """
+    out: dict[str, list[str | None]] = {}
+    for name in IDENTIFIERS:
+        if any(isinstance(r, Mapping) and name in r for r in records):
+            out[name] = [None if r.get(name) is None else str(r.get(name)) for r in records]
+    return out
+
+
+def _check_datatype(t: Tensor) -> None:
+    if str(t.datatype).upper() not in FLOAT_DATATYPES:
+        raise InputError(
+            f"input {t.name!r}: datatype {t.datatype}, expected FP32 or FP64", kind="datatype", field=t.name
+        )
+
+
+def _tensor_array(t: Tensor, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        arr = np.asarray(t.data, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"input {t.name!r}: data is not numeric ({exc})", kind="datatype", field=t.name) from exc
+    size = int(np.prod(shape))
+    if arr.size != size:
+        raise InputError(
+            f"input {t.name!r}: {arr.size} values do not fill the declared shape {list(t.shape)}",
+            kind="shape",
+            field=t.name,
+        )
+    return arr.reshape(shape)

@@ -1,0 +1,81 @@
+"""Train a candidate on a window and write it as a bundle."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fraud_detection.data import schema
+from fraud_detection.data.window import HoldoutSplit, holdout_split
+from fraud_detection.model.bundle import TrainingLineage, data_fingerprint, reference_sample, write_bundle
+from fraud_detection.model.curves import plot_curves
+from fraud_detection.model.metrics import compute_metrics, rounded
+from fraud_detection.model.train import TrainConfig, TrainResult, score, train
+
+LOG = logging.getLogger(__name__)
+
+
+def train_bundle(
+    features: pd.DataFrame,
+    out_dir: Path,
+    *,
+    config: TrainConfig,
+    model_name: str,
+    test_days: int = 14,
+    delay_days: int = 7,
+    train_days: int | None = 28,
+    source: str = "",
+    report_dir: Path | None = None,
+) -> tuple[dict[str, Any], HoldoutSplit]:
+    """Train on the older data, evaluate on the held-out window, write a bundle (and curves).
+
+    Args:
+        features: Labelled feature frame.
+        out_dir: Bundle directory to write.
+        config: Training parameters.
+        model_name: Served model name.
+        test_days: Held-out test days.
+        delay_days: Delay between training and test (the label delay).
+        train_days: Most recent days of training data before the delay window (None for all).
+        source: Description of the raw data for lineage.
+        report_dir: Where to write ROC/PR curves (skipped when None).
+
+    Returns:
+        (metadata as a dict, the split used).
+    """
+    split = holdout_split(features, test_days, delay_days, train_days)
+    result: TrainResult = train(split.train, config)
+    test_scores = score(result.model, split.test)
+    metrics = compute_metrics(split.test, test_scores, result.threshold, config.review_cost)
+    LOG.info("test metrics: %s", rounded(metrics.as_dict()))
+    if report_dir is not None and split.test[schema.LABEL].nunique() == 2:
+        plot_curves(split.test[schema.LABEL].to_numpy(), test_scores, Path(report_dir), title=config.model_type)
+    train_scores = score(result.model, split.train)
+    times = split.train[schema.EVENT_TIME]
+    meta = write_bundle(
+        Path(out_dir),
+        model=result.model,
+        model_name=model_name,
+        model_type=config.model_type,
+        threshold=result.threshold,
+        review_cost=config.review_cost,
+        calibration={"a": result.model.a, "b": result.model.b},
+        training=TrainingLineage(
+            data_fingerprint=data_fingerprint(split.train),
+            n_rows=len(split.train),
+            n_fraud=int(split.train[schema.LABEL].sum()),
+            start=times.min().isoformat(),
+            end=times.max().isoformat(),
+            label_delay_days=delay_days,
+            source=source,
+        ),
+        reference=reference_sample(split.train, train_scores),
+        metrics=metrics.as_dict(),
+        validation_metrics=result.validation.as_dict(),
+        params=asdict(config),
+    )
+    return meta.model_dump(), split

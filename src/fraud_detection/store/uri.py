@@ -1,0 +1,61 @@
+"""Open a store from its URI: a directory, s3://bucket/prefix, az://container/prefix or a Blob URL."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from fraud_detection.store.base import ArtifactStore, StoreError
+from fraud_detection.store.local import LocalStore
+from fraud_detection.store.s3 import S3Store
+
+
+def open_store(
+    uri: str,
+    *,
+    s3_endpoint: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    region: str | None = None,
+    azure_account_url: str | None = None,
+) -> ArtifactStore:
+    """Open a store from a URI: a directory path, ``file://`` path, ``s3://bucket/prefix``, or Azure Blob.
+
+    Azure Blob URIs are ``az://container/prefix`` (account from ``azure_account_url`` or
+    ``AZURE_STORAGE_CONNECTION_STRING``) and ``https://<account>.blob.core.windows.net/container/prefix``.
+
+    Opening sends no request and creates nothing: reading from a missing bucket or container raises ``KeyError``
+    naming it, and the first write creates it.
+
+    Args:
+        uri: Store location.
+        s3_endpoint: S3 API endpoint (required for ``s3://``).
+        access_key: S3 access key id.
+        secret_key: S3 secret key.
+        region: S3 region.
+        azure_account_url: Blob account endpoint for ``az://`` URIs, e.g. ``https://acct.blob.core.windows.net``.
+
+    Returns:
+        The store.
+
+    Raises:
+        StoreError: An ``s3://`` URI without an endpoint or with an invalid bucket name, an invalid Azure URI or
+            container name, or an unsupported scheme.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "az" or (
+        parsed.scheme == "https" and (parsed.hostname or "").lower().endswith(".blob.core.windows.net")
+    ):
+        from fraud_detection.store.azure import AzureBlobStore
+
+        return AzureBlobStore.from_uri(uri, account_url=azure_account_url)
+    if parsed.scheme == "s3":
+        if not s3_endpoint:
+            raise StoreError(f"store {uri}: set FRAUD_S3_ENDPOINT (or --s3-endpoint) to reach the S3 API")
+        if not parsed.netloc:
+            raise StoreError(f"store {uri}: no bucket in the URI (expected s3://bucket/prefix)")
+        return S3Store(parsed.netloc, parsed.path, s3_endpoint, access_key, secret_key, region)
+    if parsed.scheme in ("", "file"):
+        return LocalStore(parsed.path if parsed.scheme == "file" else uri)
+    raise StoreError(
+        f"store {uri}: unsupported scheme {parsed.scheme!r} (use a path, s3://bucket/prefix or az://container/prefix)"
+    )
