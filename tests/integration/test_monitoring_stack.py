@@ -27,7 +27,7 @@ from fraud_detection.monitoring.payload_log import read_payload_log
 from fraud_detection.store.local import LocalStore
 from tests.helpers.net import wait_until
 from tests.helpers.prometheus import Prometheus, prometheus, pushgateway
-from tests.integration.conftest_serving import http, serving_process
+from tests.helpers.serving import http, serving_process
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

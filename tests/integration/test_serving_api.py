@@ -22,7 +22,7 @@ from fraud_detection.data import schema
 from fraud_detection.model.bundle import load_bundle
 from fraud_detection.monitoring.payload_log import read_payload_log
 from fraud_detection.store.local import LocalStore
-from tests.integration.conftest_serving import (
+from tests.helpers.serving import (
     FIXTURES,
     MODEL,
     ServingProcess,

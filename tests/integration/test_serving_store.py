@@ -18,7 +18,7 @@ from fraud_detection.monitoring.payload_log import read_payload_log
 from fraud_detection.store.local import LocalStore
 from fraud_detection.store.uri import open_store
 from tests.helpers.net import free_port
-from tests.integration.conftest_serving import MODEL, REPO, _clean_env, golden, http, serving_process, stop
+from tests.helpers.serving import MODEL, REPO, _clean_env, golden, http, serving_process, stop
 
 pytestmark = pytest.mark.integration
 V1 = f"/v1/models/{MODEL}:predict"

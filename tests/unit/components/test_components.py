@@ -32,7 +32,7 @@ from fraud_detection.model.registry import ModelRegistry
 from fraud_detection.rollout import canary, contract, errors, patches
 from fraud_detection.store.local import LocalStore
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TRAIN = {"max_iter": 40, "test_days": 10, "delay_days": 7}
 
 

@@ -21,7 +21,7 @@ from components import PIPELINE_IMAGE
 from pipelines import kubeflow
 from pipelines.training import CACHED_TASKS, GATED_TASKS, PIPELINE_NAME, compile_pipeline
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SECRET_VALUE = "s3cr3t-value-that-must-never-be-compiled"
 MAIN_TASKS = {"ingest-data", "validate-data", "build-features", "train-model", "evaluate-model"}
 

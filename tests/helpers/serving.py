@@ -3,7 +3,7 @@
 * :func:`serving_process` starts ``python -m serving`` on free loopback ports and waits for readiness.
 * :func:`run_client` runs a client check in a fresh interpreter: ``tritonclient.grpc`` and ``kserve`` register the
   same ``inference.*`` protobuf symbols and cannot be imported into one process, and the pytest process already
-  imports ``kserve``. Run ``python -m tests.integration.conftest_serving <command> ...`` by hand to see the output.
+  imports ``kserve``. Run ``python -m tests.helpers.serving <command> ...`` by hand to see the output.
 * :func:`same_structure` compares a live response with a golden file from ``tests/fixtures/serving``.
 """
 
@@ -208,7 +208,7 @@ def run_client(command: str, *args: str, timeout: float = 120.0) -> dict[str, An
         The command's JSON result.
     """
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.integration.conftest_serving", command, *args],
+        [sys.executable, "-m", "tests.helpers.serving", command, *args],
         cwd=REPO,
         capture_output=True,
         timeout=timeout,
@@ -323,7 +323,7 @@ def _write_goldens(url: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Client commands run in a fresh interpreter (see :func:`run_client`)."""
-    parser = argparse.ArgumentParser(prog="python -m tests.integration.conftest_serving")
+    parser = argparse.ArgumentParser(prog="python -m tests.helpers.serving")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("triton-grpc").add_argument("target")
     kserve_cmd = sub.add_parser("kserve")
