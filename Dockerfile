@@ -7,8 +7,14 @@
 #   docker build --target drift    -t <registry>/fraud-detection-drift:<version> .
 #
 # The builder stage turns the source tree into the fraud_detection wheel plus a wheelhouse of its
-# [platform] dependencies. The runtime stages install only from that wheelhouse (no index, no source tree),
-# run as uid 1000 and differ only in their entry point. Runtime contract: docs/METRICS.md.
+# [platform] dependencies (the union of the three images' extras, so the three builds share that layer). Each
+# image installs the same wheel with only its own extra, from that wheelhouse (no index, no source tree):
+#
+#   pipeline: fraud-detection[pipeline]   kfp, kfp-kubernetes, kubernetes, matplotlib
+#   serve:    fraud-detection[serve]      kserve, orjson            (no kfp, Evidently or matplotlib)
+#   drift:    fraud-detection[monitor]    evidently, kfp + kfp-kubernetes (retrain trigger)
+#
+# All run as uid 1000. Runtime contract: docs/METRICS.md; extras: pyproject.toml.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -26,38 +32,40 @@ COPY components/ components/
 COPY pipelines/ pipelines/
 COPY monitoring/ monitoring/
 COPY cli/ cli/
-# 1. the project wheel alone; 2. a wheelhouse with it and every [platform] dependency, so the runtime
-# stages install offline and never need a compiler.
+# 1. the project wheel alone; 2. a wheelhouse with it and every [platform] dependency, so the image stages
+# install offline and never need a compiler.
 RUN pip wheel --no-deps --wheel-dir /dist . \
  && pip wheel --wheel-dir /wheels "$(ls /dist/fraud_detection-*.whl)[platform]"
 
 # ---------------------------------------------------------------------------------------------------------
+# What the three images share: the user, the environment. No Python package yet: each image installs its extra.
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="fraud-detection" \
       org.opencontainers.image.description="Payment fraud detection: pipeline, model server and drift job" \
       org.opencontainers.image.licenses="Apache-2.0"
-# Read-only root filesystem friendly: caches and matplotlib config go to /tmp (an emptyDir in the chart).
+# Read-only root filesystem friendly: caches go to /tmp (an emptyDir in the chart).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/home/fraud \
-    MPLCONFIGDIR=/tmp/matplotlib \
     XDG_CACHE_HOME=/tmp/.cache
 RUN groupadd --gid 1000 fraud \
  && useradd --uid 1000 --gid 1000 --no-log-init --create-home --home-dir /home/fraud \
       --shell /usr/sbin/nologin fraud
-# The wheelhouse is bind-mounted from the builder: no wheel file and no source file lands in a layer.
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels "fraud-detection[platform]" \
- && pip check
 WORKDIR /home/fraud
-# Numeric so that Kubernetes' runAsNonRoot can verify it.
-USER 1000:1000
+# Still root here: each image's pip install below writes to the system site-packages, then the image switches to
+# the numeric uid 1000 (numeric so that Kubernetes' runAsNonRoot can verify it).
 
 # ---------------------------------------------------------------------------------------------------------
 # Kubeflow Pipelines components: KFP sets the command (python -m kfp.dsl.executor_main ...).
 FROM runtime AS pipeline
+# The wheelhouse is bind-mounted from the builder: no wheel file and no source file lands in a layer.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels "fraud-detection[pipeline]" \
+ && pip check
+# The evaluation step's ROC/PR curves: matplotlib's config and font cache go to /tmp.
+ENV MPLCONFIGDIR=/tmp/matplotlib
 USER 1000:1000
 HEALTHCHECK NONE
 CMD ["python"]
@@ -65,6 +73,9 @@ CMD ["python"]
 # ---------------------------------------------------------------------------------------------------------
 # Drift CronJob: one run per container start; non-zero exit on failure.
 FROM runtime AS drift
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels "fraud-detection[monitor]" \
+ && pip check
 USER 1000:1000
 HEALTHCHECK NONE
 ENTRYPOINT ["python", "-m", "monitoring.drift_job"]
@@ -73,6 +84,9 @@ ENTRYPOINT ["python", "-m", "monitoring.drift_job"]
 # KServe predictor: HTTP 8080 (v1, v2 REST, /metrics), gRPC 8081. The model directory is filled by KServe's
 # storage initializer (STORAGE_URI) or mounted by `docker run -v`.
 FROM runtime AS serve
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels "fraud-detection[serve]" \
+ && pip check
 USER 1000:1000
 EXPOSE 8080 8081
 # Listen on all interfaces in a container (outside a pod the server defaults to 127.0.0.1).

@@ -17,8 +17,8 @@ test: install  ## unit + integration tests (real local servers); e2e is opt-in
 test-e2e: install  ## tests that need a Kubernetes cluster with KServe and Kubeflow
 	$(PY) -m pytest tests -m e2e
 
-lint: install  ## ruff format check, ruff lint, mypy
-	$(PY) -m ruff format --check . && $(PY) -m ruff check . && $(PY) -m mypy
+lint: install  ## ruff format check, ruff lint, mypy, import-linter contracts, actionlint
+	$(PY) -m ruff format --check . && $(PY) -m ruff check . && $(PY) -m mypy && $(VENV)/bin/lint-imports
 	$(VENV)/bin/actionlint
 
 format: install

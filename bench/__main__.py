@@ -6,7 +6,13 @@ import importlib
 import logging
 import sys
 
-BENCHES = ("bench.core_bench", "bench.pipeline_bench", "bench.serving_bench", "bench.drift_bench")
+BENCHES = (
+    "bench.core_bench",
+    "bench.pipeline_bench",
+    "bench.serving_bench",
+    "bench.drift_bench",
+    "bench.image_size",
+)
 
 
 def main() -> int:

@@ -15,7 +15,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from fraud_detection.data import schema
 from fraud_detection.model.bundle import BundleIntegrityError
 from fraud_detection.model.registry import RegistryError
-from fraud_detection.settings import Settings
+from fraud_detection.settings import PipelineSettings
 from fraud_detection.store.base import StoreError
 
 # `fraud drift` and `fraud labels` are registered from cli_monitoring.
@@ -78,9 +78,9 @@ def step(description: str) -> Iterator[None]:
         progress.update(task, completed=1, description=f"[green]✓[/] {description}")
 
 
-def settings_for(store: str | None = None) -> Settings:
-    """The settings of this command, with ``--store`` (when given) in place of ``FRAUD_STORE_URI``."""
-    settings = Settings()
+def settings_for(store: str | None = None) -> PipelineSettings:
+    """The settings of a training, model or pipeline command, with ``--store`` (when given) for ``FRAUD_STORE_URI``."""
+    settings = PipelineSettings()
     return settings.model_copy(update={"store_uri": store}) if store else settings
 
 
@@ -104,6 +104,7 @@ def load_features(data: Path, column_map: list[str] | None, label_delay_days: in
 
 def advance(progress: Progress, task: Any) -> Callable[[int], None]:
     """A callback that advances a progress bar's task by one step per call."""
+
     def advance(_fold: int) -> None:
         progress.advance(task)
 

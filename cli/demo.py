@@ -148,7 +148,7 @@ def serve_and_monitor(store_uri: str, work_dir: Path, n_rows: int = 5_000) -> di
     Returns:
         The traffic summary and the drift job's result as a dict.
     """
-    from fraud_detection.settings import Settings
+    from fraud_detection.settings import DriftSettings
     from monitoring.drift_job import run_from_settings
 
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -180,6 +180,6 @@ def serve_and_monitor(store_uri: str, work_dir: Path, n_rows: int = 5_000) -> di
         summary.caught,
         summary.true_fraud,
     )
-    settings = Settings().model_copy(update={"store_uri": store_uri, "drift_window_hours": 1.0})
+    settings = DriftSettings().model_copy(update={"store_uri": store_uri, "drift_window_hours": 1.0})
     result = run_from_settings(settings)
     return {"traffic": summary, "drift": result}

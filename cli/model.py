@@ -15,7 +15,9 @@ from rich.table import Table
 
 from cli.common import ColumnMapOpt, StoreOpt, advance, console, err_console, guarded, load_features, settings_for, step
 from fraud_detection.data import schema
-from fraud_detection.settings import Settings
+from fraud_detection.data.splits import BACKTEST_SPLIT, TRAINING_SPLIT
+from fraud_detection.model.registry import open_registry
+from fraud_detection.settings import PipelineSettings
 
 LOG = logging.getLogger("fraud")
 models_app = typer.Typer(help="Model versions and aliases in the store.", no_args_is_help=True)
@@ -27,9 +29,11 @@ def train_cmd(
     model: Annotated[str, typer.Option(help="hgb, logreg or rf.")] = "hgb",
     column_map: ColumnMapOpt = None,
     store: StoreOpt = None,
-    test_days: Annotated[int, typer.Option(min=1, help="Held-out test days.")] = 14,
-    delay_days: Annotated[int, typer.Option(min=0, help="Label delay between training and test.")] = 7,
-    train_days: Annotated[int, typer.Option(min=2, help="Most recent days of training data.")] = 28,
+    test_days: Annotated[int, typer.Option(min=1, help="Held-out test days.")] = TRAINING_SPLIT.test,
+    delay_days: Annotated[
+        int, typer.Option(min=0, help="Label delay between training and test.")
+    ] = TRAINING_SPLIT.delay,
+    train_days: Annotated[int, typer.Option(min=2, help="Most recent days of training data.")] = TRAINING_SPLIT.train,
     review_cost: Annotated[float | None, typer.Option(min=0, help="Cost of a false alert.")] = None,
     min_ap_gain: Annotated[float, typer.Option(help="AP gain needed over production to register.")] = 0.0,
     max_cp_loss: Annotated[float, typer.Option(help="CP@100 loss tolerated against production.")] = 0.0,
@@ -61,7 +65,7 @@ def train_cmd(
 
 
 def _train_and_maybe_register(
-    settings: Settings,
+    settings: PipelineSettings,
     frame: pd.DataFrame,
     *,
     output: Path | None,
@@ -69,7 +73,7 @@ def _train_and_maybe_register(
     test_days: int,
     delay_days: int,
     review_cost: float,
-    train_days: int = 28,
+    train_days: int = TRAINING_SPLIT.train,
     min_ap_gain: float,
     max_cp_loss: float,
     report_dir: Path | None,
@@ -99,7 +103,7 @@ def _train_and_maybe_register(
         if output is not None:
             LOG.info("bundle written to %s", output)
             return
-        registry = settings.open_registry()
+        registry = open_registry(settings)
         with step("gating against production and registering"):
             result = gate_and_register(
                 registry,
@@ -145,7 +149,7 @@ def evaluate_cmd(
 
             loaded = load_bundle(bundle)
         else:
-            loaded = settings.open_registry().load(model_ref, Path(settings.cache_dir))
+            loaded = open_registry(settings).load(model_ref, Path(settings.cache_dir))
         frame = load_features(data, column_map, loaded.metadata.training.label_delay_days)
         from fraud_detection.model.train import score
 
@@ -166,9 +170,9 @@ def backtest_cmd(
     data: Annotated[Path, typer.Option(help="Labelled raw transactions or features.")],
     column_map: ColumnMapOpt = None,
     model: Annotated[list[str] | None, typer.Option(help="hgb, logreg or rf (repeatable).")] = None,
-    train_days: Annotated[int, typer.Option(min=1)] = 7,
-    delay_days: Annotated[int, typer.Option(min=0)] = 7,
-    test_days: Annotated[int, typer.Option(min=1)] = 7,
+    train_days: Annotated[int, typer.Option(min=1)] = BACKTEST_SPLIT.train,
+    delay_days: Annotated[int, typer.Option(min=0)] = BACKTEST_SPLIT.delay,
+    test_days: Annotated[int, typer.Option(min=1)] = BACKTEST_SPLIT.test,
     folds: Annotated[int, typer.Option(min=1)] = 4,
     start: Annotated[str, typer.Option(help="First training day of the first fold.")] = "2018-07-25",
     step_days: Annotated[int, typer.Option(min=1)] = 7,
@@ -235,7 +239,7 @@ def models_list(store: StoreOpt = None) -> None:
 
     def body() -> None:
         settings = settings_for(store)
-        registry = settings.open_registry()
+        registry = open_registry(settings)
         aliases = {a: (registry.get_alias(a) or {}).get("version") for a in ("production", "canary")}
         table = Table(title=f"{settings.model_name} in {registry.store.uri()}")
         for col in ("version", "model", "aliases", "AP", "CP@100", "threshold"):
@@ -264,7 +268,7 @@ def models_show(
 
     def body() -> None:
         settings = settings_for(store)
-        meta = settings.open_registry().metadata(ref)
+        meta = open_registry(settings).metadata(ref)
         console.print_json(meta.model_dump_json())
 
     guarded(body)
@@ -280,7 +284,7 @@ def models_promote(
 
     def body() -> None:
         settings = settings_for(store)
-        record = settings.open_registry().set_alias(alias, version)
+        record = open_registry(settings).set_alias(alias, version)
         console.print_json(json.dumps(record))
 
     guarded(body)

@@ -63,13 +63,16 @@ def labels_ingest(
     store: Annotated[str | None, typer.Option("--store", help="Store (default FRAUD_STORE_URI).")] = None,
 ) -> None:
     """Store a batch of delayed labels; the drift job joins them to logged predictions."""
-    from cli.common import guarded, settings_for
+    from cli.common import guarded
     from fraud_detection.monitoring.labels import ingest_labels, read_label_file
+    from fraud_detection.settings import DriftSettings
+    from fraud_detection.store.uri import open_configured_store
 
     def body() -> None:
         labels = read_label_file(file)
-        settings = settings_for(store)
-        key = ingest_labels(settings.open_store() if store else settings.open_log_store(), labels)
+        settings = DriftSettings()
+        # --store puts everything there; else the labels go beside the payload log.
+        key = ingest_labels(open_configured_store(settings, store or settings.payload_log_uri), labels)
         typer.echo(key)
 
     guarded(body)

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from fraud_detection.data.splits import TRAINING_SPLIT
+
 if TYPE_CHECKING:
+    from fraud_detection.settings import PipelineSettings
     from pipelines.local import StepEvent
 
 LOG = logging.getLogger("fraud.pipeline")
@@ -135,9 +138,13 @@ def run_cmd(
     work_dir: Annotated[Path, typer.Option(help="Runs, task cache and logs.")] = Path(".fraud/pipeline"),
     model: Annotated[str, typer.Option(help="hgb, logreg or rf.")] = "hgb",
     max_iter: Annotated[int, typer.Option(min=1, help="Boosting iterations (hgb).")] = 300,
-    train_days: Annotated[int, typer.Option(min=0, help="Most recent days to train on (0: all).")] = 28,
-    test_days: Annotated[int, typer.Option(min=1, help="Held-out test days.")] = 14,
-    delay_days: Annotated[int, typer.Option(min=0, help="Label delay between training and test.")] = 7,
+    train_days: Annotated[
+        int, typer.Option(min=0, help="Most recent days to train on (0: all).")
+    ] = TRAINING_SPLIT.train,
+    test_days: Annotated[int, typer.Option(min=1, help="Held-out test days.")] = TRAINING_SPLIT.test,
+    delay_days: Annotated[
+        int, typer.Option(min=0, help="Label delay between training and test.")
+    ] = TRAINING_SPLIT.delay,
     min_ap_gain: Annotated[float, typer.Option(help="AP gain over production needed to promote.")] = 0.0,
     max_cp_loss: Annotated[float, typer.Option(help="CP@100 loss tolerated against production.")] = 0.0,
     column_map: Annotated[str, typer.Option(help="Column renames SRC=DST,SRC=DST.")] = "",
@@ -146,13 +153,13 @@ def run_cmd(
     """Run the whole training DAG here through kfp.local, printing each step; register only a better model."""
 
     def body() -> None:
-        from cli.common import console
-        from fraud_detection.settings import Settings
+        from cli.common import console, settings_for
+        from fraud_detection.model.registry import open_registry
         from pipelines.local import run_local
 
         if data is not None and any(v is not None for v in (customers, terminals, days)):
             raise ValueError("--data and --customers/--terminals/--days are exclusive: read data or simulate it")
-        settings = Settings()
+        settings = settings_for()
         store_uri = store or settings.store_uri
         if "://" not in store_uri:
             store_uri = str(Path(store_uri).resolve())
@@ -179,7 +186,7 @@ def run_cmd(
             arguments |= {"data_source": source, "source_version": _fingerprint(data)}
         LOG.info("running fraud-training locally (store %s, work dir %s)", store_uri, work_dir)
         result = run_local(arguments, work_dir, enable_caching=cache, on_event=_log_event)
-        production = settings.open_registry(store_uri).get_alias("production")
+        production = open_registry(settings, store_uri).get_alias("production")
         current = production["version"] if production else "none"
         if result.promoted:
             LOG.info("promoted %s: it is production now (store %s)", result.candidate_version, store_uri)
@@ -214,13 +221,10 @@ def _metrics_table(version: str, metrics: dict[str, float]) -> Any:
     return table
 
 
-def _kfp_client() -> Any:
-    from fraud_detection.settings import Settings
-    from pipelines.kubeflow import make_client
+def _kfp_client(settings: PipelineSettings) -> Any:
+    from pipelines.kubeflow import make_configured_client
 
-    settings = Settings()
-    token = settings.kfp_token.get_secret_value() if settings.kfp_token else None
-    return make_client(settings.kfp_endpoint, token=token, namespace=settings.kfp_namespace)
+    return make_configured_client(settings)
 
 
 def _run_params(package: Path, data: str | None, source_version: str, params: list[str] | None) -> dict[str, Any]:
@@ -254,10 +258,11 @@ def submit_cmd(
     def body() -> None:
         from datetime import UTC, datetime
 
-        from fraud_detection.settings import Settings
+        from cli.common import settings_for
         from pipelines.kubeflow import submit
 
-        client = _kfp_client()
+        settings = settings_for()
+        client = _kfp_client(settings)
         with _package(package, _build_options(image, secret_name, config_map)) as path:
             run_id = submit(
                 client,
@@ -265,7 +270,7 @@ def submit_cmd(
                 params=_run_params(path, data, source_version, param),
                 run_name=run_name or f"fraud-training-{datetime.now(UTC):%Y%m%d-%H%M%S}",
                 experiment=experiment,
-                namespace=Settings().kfp_namespace,
+                namespace=settings.kfp_namespace,
                 service_account=service_account or None,
             )
         LOG.info("submitted run %s", run_id)
@@ -305,11 +310,12 @@ def schedule_cmd(
     """Create or update the weekly recurring training run (idempotent: one recurring run per name)."""
 
     def body() -> None:
-        from fraud_detection.settings import Settings
+        from cli.common import settings_for
         from pipelines.kubeflow import check_cron, schedule
 
         normalised = check_cron(cron)
-        client = _kfp_client()
+        settings = settings_for()
+        client = _kfp_client(settings)
         with _package(package, _build_options(image, secret_name, config_map)) as path:
             params = _run_params(path, data, source_version, param)
             result = schedule(
@@ -319,7 +325,7 @@ def schedule_cmd(
                 name=name,
                 cron=normalised,
                 experiment=experiment,
-                namespace=Settings().kfp_namespace,
+                namespace=settings.kfp_namespace,
                 # True would force caching on every task (training included): keep the compiled settings instead.
                 enable_caching=None if (not params.get("data_source") if cache is None else cache) else False,
                 service_account=service_account or None,

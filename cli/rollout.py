@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 if TYPE_CHECKING:
+    from fraud_detection.model.registry import ModelRegistry
     from fraud_detection.rollout.analysis import RolloutDecision, Thresholds
-    from fraud_detection.rollout.canary import RolloutSettings
     from fraud_detection.rollout.kube import InferenceServiceClient
     from fraud_detection.rollout.prometheus import PrometheusClient
+    from fraud_detection.settings import RolloutSettings
 
 app = typer.Typer(help="rollout commands.", no_args_is_help=True)
 T = TypeVar("T")
@@ -59,7 +60,7 @@ def _guarded(body: Callable[[], T]) -> T:
 
 def settings_for(store: str | None, namespace: str | None, name: str | None) -> RolloutSettings:
     """The rollout settings, with the command's flags (when given) in place of the ``FRAUD_*`` values."""
-    from fraud_detection.rollout.canary import RolloutSettings
+    from fraud_detection.settings import RolloutSettings
 
     settings = RolloutSettings()
     update: dict[str, Any] = {}
@@ -70,6 +71,12 @@ def settings_for(store: str | None, namespace: str | None, name: str | None) -> 
     if name:
         update["inference_service"] = name
     return settings.model_copy(update=update) if update else settings
+
+
+def _registry(settings: RolloutSettings) -> ModelRegistry:
+    from fraud_detection.model.registry import open_registry
+
+    return open_registry(settings)
 
 
 def _isvc(settings: RolloutSettings) -> InferenceServiceClient:
@@ -134,7 +141,7 @@ def start(
 
     def body() -> None:
         settings = settings_for(store, namespace, name)
-        registry = settings.open_registry()
+        registry = _registry(settings)
         isvc = _isvc(settings)
         with step(f"starting canary {model_version} at {percent} % on {isvc.namespace}/{isvc.name}"):
             result = start_canary(isvc, model_version, percent=percent, registry=registry, force=force, dry_run=dry_run)
@@ -206,7 +213,7 @@ def analyse_cmd(
         if apply and no_cluster:
             raise ValueError("--apply changes the InferenceService: it cannot be combined with --no-cluster")
         prometheus = _prometheus(settings, prometheus_url)
-        registry = settings.open_registry()
+        registry = _registry(settings)
         isvc = None if no_cluster else _isvc(settings)
         state = read_state(isvc.get()) if isvc is not None else None
         stable, canary = resolve_versions(state, registry, stable_version=stable_version, canary_version=canary_version)
@@ -278,7 +285,7 @@ def run_cmd(
         settings = settings_for(store, namespace, name)
         seconds = parse_duration(window)
         prometheus = _prometheus(settings, prometheus_url)
-        registry = settings.open_registry()
+        registry = _registry(settings)
         isvc = _isvc(settings)
         thresholds = _thresholds(min_requests=min_requests)
         label_ns = settings.serving_namespace if metrics_namespace is None else (metrics_namespace or None)
@@ -332,7 +339,7 @@ def _manual(
 
     def body() -> None:
         settings = settings_for(store, namespace, name)
-        registry = settings.open_registry()
+        registry = _registry(settings)
         isvc = _isvc(settings)
         state = read_state(isvc.get())
         if decision_name == "promote" and not state.canary_running:
@@ -394,7 +401,7 @@ def status_cmd(
 
     def body() -> None:
         settings = settings_for(store, namespace, name)
-        registry = settings.open_registry()
+        registry = _registry(settings)
         out: dict[str, Any] = {
             "aliases": {a: (registry.get_alias(a) or {}).get("version") for a in ("production", "canary")}
         }

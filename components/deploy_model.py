@@ -32,23 +32,23 @@ def deploy_model(
         What happened: ``created``, ``canary``, ``unchanged`` or ``skipped``.
     """
     import logging
-    import os
 
+    from fraud_detection.model.registry import open_registry
     from fraud_detection.rollout.canary import deploy_canary
-    from fraud_detection.settings import Settings
+    from fraud_detection.settings import PipelineSettings
 
     if not model_version:
         logging.getLogger(__name__).info("deploy skipped: no version was registered")
         return "skipped"
-    settings = Settings()
+    settings = PipelineSettings()
     name = model_name or settings.model_name
     result = deploy_canary(
-        name=inference_service or os.environ.get("FRAUD_INFERENCE_SERVICE") or name,
-        namespace=namespace or os.environ.get("FRAUD_SERVING_NAMESPACE") or "fraud-detection",
+        name=inference_service or settings.inference_service or name,
+        namespace=namespace or settings.serving_namespace or "fraud-detection",
         model_name=name,
         version=model_version,
         storage_uri=storage_uri,
         canary_traffic_percent=canary_traffic_percent,
-        registry=settings.open_registry(store_uri, name),
+        registry=open_registry(settings, store_uri, name),
     )
     return result.action

@@ -40,9 +40,10 @@ def evaluate_model(
     import pandas as pd
 
     from fraud_detection.model.promotion import report_candidate
-    from fraud_detection.settings import Settings
+    from fraud_detection.model.registry import open_registry
+    from fraud_detection.settings import PipelineSettings
 
-    registry = Settings().open_registry(store_uri, model_name)
+    registry = open_registry(PipelineSettings(), store_uri, model_name)
     with tempfile.TemporaryDirectory() as tmp:
         test = pd.read_parquet(test_set.path)
         result = report_candidate(

@@ -33,13 +33,15 @@ def ingest_data(
     Returns:
         A description of the source, recorded in the model's lineage.
     """
+    from functools import partial
     from pathlib import Path
 
     from fraud_detection.data.ingest import ingest
     from fraud_detection.data.simulate import SimulationConfig
-    from fraud_detection.settings import Settings
+    from fraud_detection.settings import PipelineSettings
+    from fraud_detection.store.uri import open_configured_store
 
     simulation = SimulationConfig(n_customers, n_terminals, n_days, start_date, seed)
-    source = ingest(data_source, Path(raw.path), simulation, Settings().open_store)
+    source = ingest(data_source, Path(raw.path), simulation, partial(open_configured_store, PipelineSettings()))
     raw.metadata.update({"source": source, "source_version": source_version})
     return f"{source}@{source_version}" if source_version else source

@@ -41,9 +41,10 @@ def register_model(
     import pandas as pd
 
     from fraud_detection.model.promotion import gate_and_register
-    from fraud_detection.settings import Settings
+    from fraud_detection.model.registry import open_registry
+    from fraud_detection.settings import PipelineSettings
 
-    registry = Settings().open_registry(store_uri, model_name)
+    registry = open_registry(PipelineSettings(), store_uri, model_name)
     test = pd.read_parquet(test_set.path)
     with tempfile.TemporaryDirectory() as tmp:
         result = gate_and_register(

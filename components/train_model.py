@@ -19,6 +19,7 @@ def train_model(
     max_leaf_nodes: int = 31,
     min_samples_leaf: int = 20,
     review_cost: float = 10.0,
+    # fraud_detection.data.splits.TRAINING_SPLIT, as literals: KFP ships this source alone (tests check they match).
     train_days: int = 28,
     test_days: int = 14,
     delay_days: int = 7,
@@ -52,7 +53,7 @@ def train_model(
     from fraud_detection.data import schema
     from fraud_detection.model.candidate import train_bundle
     from fraud_detection.model.train import ModelType, TrainConfig
-    from fraud_detection.settings import Settings
+    from fraud_detection.settings import PipelineSettings
 
     config = TrainConfig(
         model_type=cast(ModelType, model_type),
@@ -62,7 +63,7 @@ def train_model(
         max_leaf_nodes=max_leaf_nodes,
         min_samples_leaf=min_samples_leaf,
     )
-    name = model_name or Settings().model_name
+    name = model_name or PipelineSettings().model_name
     meta, split = train_bundle(
         pd.read_parquet(features.path),
         Path(bundle.path),

@@ -13,6 +13,7 @@ def validate_data(
     column_map: str = "",
     window_end: str = "",
     window_days: int = 0,
+    # fraud_detection.data.splits.TRAINING_SPLIT, as literals: KFP ships this source alone (tests check they match).
     train_days: int = 28,
     test_days: int = 14,
     delay_days: int = 7,

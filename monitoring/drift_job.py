@@ -14,13 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fraud_detection.monitoring.drift_job import DriftJobConfig, DriftJobResult, run_drift_job
-from fraud_detection.settings import Settings
+from fraud_detection.settings import DriftSettings
+from fraud_detection.store.uri import open_configured_store
 
 LOG = logging.getLogger(__name__)
 
 
 def run_from_settings(
-    settings: Settings | None = None,
+    settings: DriftSettings | None = None,
     *,
     store: str | None = None,
     window_hours: float | None = None,
@@ -29,7 +30,7 @@ def run_from_settings(
     """Run the drift job once with the environment's settings; push gauges when a Pushgateway is configured.
 
     Args:
-        settings: Settings (default: read from the environment).
+        settings: The drift job's settings (default: read from the environment).
         store: Overrides the store URI.
         window_hours: Overrides the window.
         pushgateway_url: Overrides the Pushgateway URL.
@@ -40,7 +41,7 @@ def run_from_settings(
     from fraud_detection.monitoring import telemetry
     from fraud_detection.monitoring.payload_log import read_payload_log
 
-    settings = settings or Settings()
+    settings = settings or DriftSettings()
     config = DriftJobConfig(
         model_name=settings.model_name,
         window_hours=window_hours or settings.drift_window_hours,
@@ -50,9 +51,10 @@ def run_from_settings(
         ap_floor=settings.drift_ap_floor,
     )
     gateway = pushgateway_url or settings.pushgateway_url
-    model_store = settings.open_store(store)
+    model_store = open_configured_store(settings, store)
     # One store serves both unless the payload log lives apart (and no --store overrides everything).
-    log_store = settings.open_log_store() if settings.payload_log_uri and not store else model_store
+    log_uri = settings.payload_log_uri if not store else None
+    log_store = open_configured_store(settings, log_uri) if log_uri else model_store
     result = run_drift_job(
         model_store,
         config,
@@ -69,7 +71,7 @@ def run_from_settings(
     return result
 
 
-def _retrain_trigger(settings: Settings) -> Callable[[list[str]], bool] | None:
+def _retrain_trigger(settings: DriftSettings) -> Callable[[list[str]], bool] | None:
     """A callable starting the training pipeline on Kubeflow, or None when no endpoint is configured."""
     if not settings.kfp_endpoint or not settings.drift_retrain:
         return None

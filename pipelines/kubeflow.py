@@ -16,7 +16,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 
@@ -32,6 +32,25 @@ SCHEDULE_NAME = "fraud-training-weekly"
 EXPERIMENT = "fraud-detection"
 _CONFIG_TAG = re.compile(r"\[config sha256:([0-9a-f]{64})\]")
 _KFP_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
+
+
+class Secret(Protocol):
+    """A secret value that is not shown in logs (e.g. ``pydantic.SecretStr``)."""
+
+    def get_secret_value(self) -> str: ...  # noqa: D102
+
+
+class KubeflowConfig(Protocol):
+    """Where Kubeflow Pipelines is: the caller's settings (``PipelineSettings``, ``DriftSettings``)."""
+
+    @property
+    def kfp_endpoint(self) -> str | None: ...  # noqa: D102
+
+    @property
+    def kfp_namespace(self) -> str | None: ...  # noqa: D102
+
+    @property
+    def kfp_token(self) -> Secret | None: ...  # noqa: D102
 
 
 def make_client(endpoint: str | None, *, token: str | None = None, namespace: str | None = None) -> Any:
@@ -53,6 +72,19 @@ def make_client(endpoint: str | None, *, token: str | None = None, namespace: st
     import kfp
 
     return kfp.Client(host=endpoint, existing_token=token or None, namespace=namespace or "kubeflow")
+
+
+def make_configured_client(config: KubeflowConfig) -> Any:
+    """A ``kfp.Client`` for the configured endpoint, token and namespace.
+
+    Args:
+        config: The caller's settings.
+
+    Returns:
+        The client.
+    """
+    token = config.kfp_token.get_secret_value() if config.kfp_token else None
+    return make_client(config.kfp_endpoint, token=token, namespace=config.kfp_namespace)
 
 
 def check_cron(cron: str) -> str:
@@ -297,11 +329,12 @@ def _recurring_runs(client: Any, experiment_id: str, name: str) -> list[Any]:
             return found
 
 
-def submit_training_run(settings: Any, *, run_name: str, reason: str = "") -> str:
+def submit_training_run(settings: KubeflowConfig, *, run_name: str, reason: str = "") -> str:
     """Compile the training pipeline and start one run on the configured Kubeflow (the drift job's retrain trigger).
 
     Args:
-        settings: :class:`fraud_detection.settings.Settings` with ``kfp_endpoint`` (and optional token, namespace).
+        settings: The caller's settings with ``kfp_endpoint`` (and optional token, namespace), e.g.
+            :class:`fraud_detection.settings.DriftSettings`.
         run_name: Display name prefix of the run (a UTC timestamp is appended).
         reason: Why the run is started (logged).
 
@@ -313,8 +346,7 @@ def submit_training_run(settings: Any, *, run_name: str, reason: str = "") -> st
 
     from pipelines.training import compile_pipeline
 
-    token = settings.kfp_token.get_secret_value() if settings.kfp_token else None
-    client = make_client(settings.kfp_endpoint, token=token, namespace=settings.kfp_namespace)
+    client = make_configured_client(settings)
     LOG.info("starting a training run: %s", reason or "requested")
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(Path(tmp) / "fraud-training.yaml")

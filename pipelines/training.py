@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from components import PIPELINE_IMAGE
+from fraud_detection.data.splits import TRAINING_SPLIT
 
 LOG = logging.getLogger(__name__)
 
@@ -94,9 +95,9 @@ def build_pipeline(
         window_end: str = "",
         window_days: int = 0,
         min_rows: int = 1_000,
-        train_days: int = 28,
-        test_days: int = 14,
-        delay_days: int = 7,
+        train_days: int = TRAINING_SPLIT.train,
+        test_days: int = TRAINING_SPLIT.test,
+        delay_days: int = TRAINING_SPLIT.delay,
         model_type: str = "hgb",
         max_iter: int = 300,
         learning_rate: float = 0.03,

@@ -4,8 +4,9 @@
     python -m serving --store_uri s3://fraud/platform --model_ref production --http_port 8080 --grpc_port 8081
 
 KServe's standard flags are accepted (``--http_port``, ``--grpc_port``, ``--enable_grpc``, ``--max_threads``, ...);
-ours are listed by ``--help``. Flags default to ``FRAUD_*`` environment variables (the Helm chart sets them), see
-docs/SERVING.md. This is the only place that reads the environment and configures logging.
+ours are listed by ``--help``. Flags default to ``FRAUD_*`` environment variables (the Helm chart sets them), read
+through :class:`~fraud_detection.settings.ServeSettings`, see docs/SERVING.md. This is the only place that reads the
+environment and configures logging.
 """
 
 from __future__ import annotations
@@ -18,21 +19,34 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from fraud_detection.model.bundle import MANIFEST_FILE, Bundle, BundleIntegrityError, load_bundle
+from fraud_detection.model.registry import open_registry
 from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger
-from fraud_detection.settings import Settings
+from fraud_detection.settings import ServeSettings, settings_from
 from fraud_detection.store.base import ArtifactStore
+from fraud_detection.store.uri import open_configured_store
 
 LOG = logging.getLogger("serving")
 
 
-def _env_bool(value: str | None, default: bool) -> bool:
-    if value is None or value.strip() == "":
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+def read_settings(env: Mapping[str, str]) -> ServeSettings:
+    """The server's settings from an environment.
+
+    Args:
+        env: The environment (``os.environ`` in :func:`main`).
+
+    Returns:
+        The settings.
+
+    Raises:
+        pydantic.ValidationError: A ``FRAUD_*`` value is invalid.
+    """
+    return settings_from(ServeSettings, env)
 
 
-def default_host(env: Mapping[str, str]) -> str:
+def default_host(env: Mapping[str, str], settings: ServeSettings | None = None) -> str:
     """Bind address when ``--host`` is not given.
 
     ``FRAUD_SERVING_HOST`` wins; inside a Kubernetes pod (``KUBERNETES_SERVICE_HOST`` set) it is ``0.0.0.0`` so the
@@ -40,25 +54,31 @@ def default_host(env: Mapping[str, str]) -> str:
 
     Args:
         env: The environment.
+        settings: The server's settings from that environment (read from it when None).
 
     Returns:
         The address.
     """
-    if env.get("FRAUD_SERVING_HOST"):
-        return env["FRAUD_SERVING_HOST"]
+    settings = settings or read_settings(env)
+    if settings.serving_host:
+        return settings.serving_host
     return "0.0.0.0" if env.get("KUBERNETES_SERVICE_HOST") else "127.0.0.1"
 
 
-def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+def build_parser(env: Mapping[str, str], settings: ServeSettings | None = None) -> argparse.ArgumentParser:
     """The command line: KServe's ModelServer flags plus ours.
 
     Args:
         env: Environment supplying the defaults.
+        settings: The server's settings from that environment (read from it when None).
 
     Returns:
         The parser.
     """
     import kserve.model_server
+
+    settings = settings or read_settings(env)
+    payload_log = {None: "auto", True: "on", False: "off"}[settings.payload_log_enabled]
 
     parser = argparse.ArgumentParser(
         prog="python -m serving",
@@ -66,67 +86,60 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         parents=[kserve.model_server.parser],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.set_defaults(model_name=env.get("FRAUD_MODEL_NAME", "fraud-detector"))
-    parser.add_argument("--model_dir", default=env.get("FRAUD_MODEL_DIR"), help="bundle directory (/mnt/models)")
-    parser.add_argument("--host", default=default_host(env), help="bind address of REST and gRPC")
+    parser.set_defaults(model_name=settings.model_name)
+    parser.add_argument("--model_dir", default=settings.model_dir, help="bundle directory (/mnt/models)")
+    parser.add_argument("--host", default=default_host(env, settings), help="bind address of REST and gRPC")
     parser.add_argument(
         "--store_uri",
-        default=env.get("FRAUD_STORE_URI"),
+        # None unless configured: the payload log is on by default only when a store is given.
+        default=settings.store_uri if "store_uri" in settings.model_fields_set else None,
         help="artifact store (directory or s3://bucket/prefix) for --model_ref and the payload log",
     )
     parser.add_argument("--s3_endpoint", default=None, help="S3 API endpoint (default FRAUD_S3_ENDPOINT)")
     parser.add_argument(
         "--model_ref",
-        default=env.get("FRAUD_MODEL_REF"),
+        default=settings.model_ref,
         help="load this version or alias (production, canary, latest) from the store instead of --model_dir",
     )
     parser.add_argument("--cache_dir", default=None, help="where store downloads go (default FRAUD_CACHE_DIR)")
-    parser.add_argument(
-        "--max_batch_size", type=int, default=int(env.get("FRAUD_MAX_BATCH_SIZE", "1000")), help="rows per request"
-    )
+    parser.add_argument("--max_batch_size", type=int, default=settings.max_batch_size, help="rows per request")
     parser.add_argument(
         "--scorer",
         choices=("compiled", "sklearn"),
-        default=env.get("FRAUD_SCORER", "compiled"),
+        default=settings.scorer,
         help="compiled numpy evaluator or scikit-learn",
     )
     parser.add_argument(
         "--payload_log",
         choices=("auto", "on", "off"),
-        default={"": "auto", "true": "on", "false": "off"}.get(
-            env.get("FRAUD_PAYLOAD_LOG_ENABLED", "").strip().lower(), "auto"
-        ),
+        default=payload_log,
         help="log scored rows to the store (auto: when a store is configured)",
     )
     parser.add_argument(
         "--payload_log_uri",
-        default=env.get("FRAUD_PAYLOAD_LOG_URI"),
+        default=settings.payload_log_uri,
         help="store for the payload log (default --store_uri)",
     )
-    parser.add_argument(
-        "--payload_log_flush_rows", type=int, default=int(env.get("FRAUD_PAYLOAD_LOG_FLUSH_ROWS", "5000"))
-    )
-    parser.add_argument(
-        "--payload_log_flush_seconds", type=float, default=float(env.get("FRAUD_PAYLOAD_LOG_FLUSH_SECONDS", "60"))
-    )
+    parser.add_argument("--payload_log_flush_rows", type=int, default=settings.payload_log_flush_rows)
+    parser.add_argument("--payload_log_flush_seconds", type=float, default=settings.payload_log_flush_seconds)
     parser.add_argument(
         "--payload_log_max_rows",
         type=int,
-        default=int(env.get("FRAUD_PAYLOAD_LOG_MAX_ROWS", "100000")),
+        default=settings.payload_log_max_rows,
         help="rows buffered at most; more are dropped and counted",
     )
     parser.add_argument(
         "--payload_log_identifiers",
         action=argparse.BooleanOptionalAction,
-        default=_env_bool(env.get("FRAUD_PAYLOAD_LOG_IDENTIFIERS"), False),
+        default=settings.payload_log_identifiers,
         help="also log raw transaction/customer/terminal ids",
     )
     parser.add_argument(
         "--expected_version",
-        default=env.get("FRAUD_MODEL_VERSION"),
+        default=settings.model_version,
         help="warn when the loaded bundle has another version",
     )
-    parser.add_argument("--log_level", default=env.get("FRAUD_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log_level", default=settings.log_level)
     parser.add_argument(
         "--access_log", action=argparse.BooleanOptionalAction, default=False, help="log every HTTP request"
     )
@@ -222,12 +235,12 @@ class LazyStore(ArtifactStore):
         return f"{self._uri.rstrip('/')}/{key}" if key else self._uri
 
 
-def make_loader(args: argparse.Namespace, settings: Settings) -> Callable[[], Bundle]:
+def make_loader(args: argparse.Namespace, settings: ServeSettings) -> Callable[[], Bundle]:
     """How the model server gets its verified bundle.
 
     Args:
         args: Parsed flags.
-        settings: Platform settings (store credentials).
+        settings: The server's settings (store credentials).
 
     Returns:
         A loader.
@@ -240,7 +253,7 @@ def make_loader(args: argparse.Namespace, settings: Settings) -> Callable[[], Bu
         cache = Path(args.cache_dir or settings.cache_dir)
 
         def from_store() -> Bundle:
-            registry = settings.open_registry(uri, args.model_name)
+            registry = open_registry(settings, uri, args.model_name)
             LOG.info("loading %s %s from %s", args.model_name, args.model_ref, uri)
             return registry.load(args.model_ref, cache)
 
@@ -252,13 +265,13 @@ def make_loader(args: argparse.Namespace, settings: Settings) -> Callable[[], Bu
 
 
 def make_payload_logger_factory(
-    args: argparse.Namespace, settings: Settings
+    args: argparse.Namespace, settings: ServeSettings
 ) -> Callable[[str, Callable[[int], None]], PayloadLogger | None] | None:
     """The payload logger of the loaded version, or None when the payload log is off.
 
     Args:
         args: Parsed flags.
-        settings: Platform settings.
+        settings: The server's settings (store credentials).
 
     Returns:
         A factory taking (model version, drop callback), or None.
@@ -274,7 +287,7 @@ def make_payload_logger_factory(
         max_buffer_rows=max(args.payload_log_max_rows, args.payload_log_flush_rows),
         log_identifiers=args.payload_log_identifiers,
     )
-    store = LazyStore(lambda: settings.open_store(uri), uri)
+    store = LazyStore(lambda: open_configured_store(settings, uri), uri)
 
     def factory(version: str, on_drop: Callable[[int], None]) -> PayloadLogger:
         LOG.info("payload log to %s/payload-logs/%s (identifiers %s)", uri, args.model_name, config.log_identifiers)
@@ -293,7 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         Exit status.
     """
     env = dict(os.environ)
-    args = build_parser(env).parse_args(argv)
+    try:
+        settings = read_settings(env)
+    except ValidationError as exc:
+        configure_logging("INFO", access_log=False)
+        LOG.error("invalid FRAUD_* setting: %s", exc)
+        return 2
+    args = build_parser(env, settings).parse_args(argv)
     configure_logging(args.log_level, args.access_log)
     logging.captureWarnings(True)
 
@@ -303,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     from serving.model import FraudModel
     from serving.server import FraudModelServer
 
-    overrides = {"s3_endpoint": args.s3_endpoint} if args.s3_endpoint else {}
-    settings = Settings(**overrides)
+    if args.s3_endpoint:
+        settings = settings.model_copy(update={"s3_endpoint": args.s3_endpoint})
     try:
         loader = make_loader(args, settings)
     except SystemExit as exc:

@@ -1,21 +1,38 @@
-"""Runtime settings from the environment (prefix ``FRAUD_``); only entry points construct them."""
+"""Runtime settings from the environment (prefix ``FRAUD_``): one class per process, constructed by its entry point.
+
+* :class:`PipelineSettings`: the training pipeline's steps and the ``fraud`` training, model and pipeline commands;
+* :class:`ServeSettings`: the model server (``python -m serving``);
+* :class:`DriftSettings`: the drift job (``python -m monitoring.drift_job``, ``fraud drift``, ``fraud labels``);
+* :class:`RolloutSettings`: ``fraud rollout``.
+
+All share the store fields of :class:`StoreSettings`. The classes only hold values: the domain opens stores and
+registries from them (``fraud_detection.store.uri.open_configured_store``,
+``fraud_detection.model.registry.open_registry``). This module imports nothing else from the package.
+"""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, cast
 
-from fraud_detection.model.registry import ModelRegistry
-from fraud_detection.store.base import ArtifactStore
-from fraud_detection.store.uri import open_store
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-class Settings(BaseSettings):
-    """Platform settings. Secrets (S3 keys) come only from the environment and are never logged."""
+class StoreSettings(BaseSettings):
+    """The artifact store and the model in it; secrets (S3 keys) come only from the environment, never logged."""
 
     model_config = SettingsConfigDict(env_prefix="FRAUD_", extra="ignore", protected_namespaces=())
 
-    store_uri: str = Field(default=".fraud/store", description="directory or s3://bucket/prefix")
+    store_uri: str = Field(default=".fraud/store", description="directory, s3://bucket/prefix or az://container/prefix")
     s3_endpoint: str | None = Field(default=None, description="S3 API endpoint, e.g. http://minio:9000")
     s3_region: str | None = None
     aws_access_key_id: SecretStr | None = Field(
@@ -29,59 +46,132 @@ class Settings(BaseSettings):
         description="Blob account endpoint for az:// store URIs, e.g. https://acct.blob.core.windows.net "
         "(credentials: AZURE_STORAGE_CONNECTION_STRING, else workload identity)",
     )
+    model_name: str = "fraud-detector"
+    cache_dir: str = ".fraud/cache"
+
+
+class KubeflowSettings(BaseSettings):
+    """The Kubeflow Pipelines endpoint (mixed into the processes that start training runs)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", extra="ignore", protected_namespaces=())
+
+    kfp_endpoint: str | None = None
+    kfp_namespace: str | None = None
+    kfp_token: SecretStr | None = None
+
+
+class PipelineSettings(KubeflowSettings, StoreSettings):
+    """The training pipeline's steps and the ``fraud`` training, model and pipeline commands."""
+
+    review_cost: float = Field(default=10.0, ge=0)
+    label_delay_days: int = Field(default=7, ge=0)
+    serving_namespace: str = Field(default="fraud-detection", description="namespace of the InferenceService")
+    inference_service: str | None = Field(
+        default=None, description="InferenceService the deploy step updates; default: the model name"
+    )
+
+
+class ServeSettings(StoreSettings):
+    """The model server: every default of ``python -m serving``'s flags.
+
+    Empty variables count as unset (the chart renders optional values as ``""``).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUD_", extra="ignore", protected_namespaces=(), env_ignore_empty=True
+    )
+
+    model_dir: str | None = Field(default=None, description="bundle directory (/mnt/models)")
+    model_ref: str | None = Field(default=None, description="version or alias to load from the store")
+    model_version: str | None = Field(default=None, description="expected version: warn when the bundle differs")
+    serving_host: str | None = Field(default=None, description="bind address; default by where the server runs")
+    max_batch_size: int = Field(default=1000, ge=1, description="rows per request")
+    scorer: Literal["compiled", "sklearn"] = "compiled"
+    payload_log_enabled: bool | None = Field(default=None, description="None: on when a store is configured")
+    payload_log_uri: str | None = Field(default=None, description="store of the payload log; default: store_uri")
+    payload_log_flush_rows: int = Field(default=5000, ge=1)
+    payload_log_flush_seconds: float = Field(default=60.0, gt=0)
+    payload_log_max_rows: int = Field(default=100_000, ge=1)
+    payload_log_identifiers: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("payload_log_enabled", mode="before")
+    @classmethod
+    def _auto_is_unset(cls, value: Any) -> Any:
+        """``auto`` (like an empty value) leaves the payload log to the store configuration."""
+        return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
+
+
+class DriftSettings(KubeflowSettings, StoreSettings):
+    """The drift job: payload log, Pushgateway, thresholds and the retrain trigger."""
+
     payload_log_uri: str | None = Field(
         default=None,
         description="store of the payload log, labels and drift reports when apart from the model store "
         "(e.g. az://payload-logs on AKS); default: store_uri",
     )
-    model_name: str = "fraud-detector"
-    review_cost: float = Field(default=10.0, ge=0)
     label_delay_days: int = Field(default=7, ge=0)
-    cache_dir: str = ".fraud/cache"
     pushgateway_url: str | None = Field(default=None, description="Pushgateway for the drift job's gauges")
     drift_window_hours: float = Field(default=24.0, gt=0, description="payload-log window of one drift run")
     drift_min_rows: int = Field(default=200, ge=1, description="smallest window judged for drift")
     drift_share: float = Field(default=0.3, gt=0, le=1, description="share of drifted features = dataset drift")
     drift_ap_floor: float = Field(default=0.3, ge=0, le=1, description="realised AP below this triggers retraining")
     drift_retrain: bool = Field(default=True, description="start the training pipeline on drift or low AP")
-    kfp_endpoint: str | None = None
-    kfp_namespace: str | None = None
-    kfp_token: SecretStr | None = None
 
-    def open_registry(self, store_uri: str | None = None, model_name: str | None = None) -> ModelRegistry:
-        """Open the model registry.
 
-        Args:
-            store_uri: Overrides ``store_uri`` (empty or None for the setting).
-            model_name: Overrides ``model_name`` (empty or None for the setting).
+class RolloutSettings(StoreSettings):
+    """``fraud rollout``: Prometheus and the InferenceService.
 
-        Returns:
-            The registry of that model in that store.
-        """
-        return ModelRegistry(self.open_store(store_uri or None), model_name or self.model_name)
+    The chart's pipeline ConfigMap sets ``FRAUD_PROMETHEUS_URL``, ``FRAUD_SERVING_NAMESPACE`` and
+    ``FRAUD_INFERENCE_SERVICE``.
+    """
 
-    def open_log_store(self) -> ArtifactStore:
-        """Open the store of the payload log, labels and drift reports.
+    prometheus_url: str | None = Field(default=None, description="Prometheus base URL, e.g. http://prometheus:9090")
+    prometheus_bearer_token: SecretStr | None = Field(
+        default=None, description="bearer token for Prometheus (e.g. Azure Monitor's query endpoint)"
+    )
+    serving_namespace: str = "fraud-detection"
+    inference_service: str = "fraud-detector"
 
-        Returns:
-            The store (the model store unless ``payload_log_uri`` is set).
-        """
-        return self.open_store(self.payload_log_uri or self.store_uri)
 
-    def open_store(self, uri: str | None = None) -> ArtifactStore:
-        """Open the configured store (or another URI with the same credentials).
+class _MappingSource(EnvSettingsSource):
+    """Environment variables from a mapping instead of ``os.environ``."""
 
-        Args:
-            uri: Overrides ``store_uri``.
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = dict(environ)
+        super().__init__(settings_cls)
 
-        Returns:
-            The store.
-        """
-        return open_store(
-            uri or self.store_uri,
-            s3_endpoint=self.s3_endpoint,
-            access_key=self.aws_access_key_id.get_secret_value() if self.aws_access_key_id else None,
-            secret_key=self.aws_secret_access_key.get_secret_value() if self.aws_secret_access_key else None,
-            region=self.s3_region,
-            azure_account_url=self.azure_storage_account_url,
-        )
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def settings_from(cls: type[SettingsT], environ: Mapping[str, str], **overrides: Any) -> SettingsT:
+    """Read a settings class from a given environment mapping (``os.environ`` is not read).
+
+    Args:
+        cls: The settings class.
+        environ: Variables by name, e.g. ``{"FRAUD_STORE_URI": "s3://bucket/p"}``.
+        **overrides: Field values taking precedence over the mapping.
+
+    Returns:
+        The settings, validated like ``cls()`` would from the same environment.
+
+    Raises:
+        pydantic.ValidationError: A value is invalid.
+    """
+
+    class _FromMapping(cls):  # type: ignore[valid-type,misc]
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, _MappingSource(settings_cls, environ)
+
+    read = _FromMapping(**overrides)
+    # Back to the class itself: same values and set fields, without validating (or reading os.environ) again.
+    return cast(SettingsT, cls.model_construct(_fields_set=set(read.model_fields_set), **dict(read)))

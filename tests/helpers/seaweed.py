@@ -46,7 +46,7 @@ class S3Server:
     log_path: Path | None = None
 
     def env(self) -> dict[str, str]:
-        """Environment variables through which ``fraud_detection.settings.Settings`` reaches this server."""
+        """Environment variables through which the settings of ``fraud_detection.settings`` reach this server."""
         return {
             "FRAUD_S3_ENDPOINT": self.endpoint,
             "AWS_ACCESS_KEY_ID": self.access_key,

@@ -31,6 +31,21 @@ SERVE_CMD = [
     "8081",
 ]
 DRIFT_ENTRYPOINT = ["python", "-m", "monitoring.drift_job"]
+# Each image installs the wheel with its own extra (pyproject.toml) and nothing else.
+EXTRAS = {"pipeline": "pipeline", "serve": "serve", "drift": "monitor"}
+# Distributions an image must (or must not) get from its extra, directly or through the project's own extras.
+REQUIRED = {
+    # kubernetes: only to pin kserve's own dependency to the platform's version.
+    "serve": {"kserve", "orjson", "kubernetes", "azure-storage-blob", "azure-identity"},
+    "pipeline": {"kfp", "kfp-kubernetes", "kubernetes", "matplotlib", "azure-storage-blob", "azure-identity"},
+    "monitor": {"evidently", "kfp", "kfp-kubernetes", "azure-storage-blob", "azure-identity"},
+}
+FORBIDDEN = {
+    "serve": {"kfp", "kfp-kubernetes", "evidently", "matplotlib"},
+    "pipeline": {"evidently", "kserve"},
+    "monitor": {"kserve", "matplotlib"},
+}
+ADAPTER_ONLY = {"kfp", "kfp-kubernetes", "kserve", "evidently", "matplotlib", "kubernetes", "orjson"}
 
 
 @dataclass
@@ -150,16 +165,99 @@ def test_targets_share_one_runtime_base(stages: dict[str, Stage]) -> None:
 def test_builder_builds_the_wheel(stages: dict[str, Stage]) -> None:
     runs = " ".join(i.args for i in stages["builder"].all("RUN"))
     assert re.search(r"pip wheel --no-deps [^&]*\.(\s|$)", runs), runs
+    # One wheelhouse for the three images: [platform] is the union of their extras.
     assert "[platform]" in runs
 
 
-def test_runtime_installs_the_same_wheel_with_platform_extra(stages: dict[str, Stage]) -> None:
-    (install,) = [i for i in stages["runtime"].all("RUN") if "pip install" in i.args]
-    assert "fraud-detection[platform]" in install.args
+def project() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def requirement_name(requirement: str) -> tuple[str, set[str]]:
+    """A requirement's normalised distribution name and its extras (``a[b,c]>=1; marker`` -> ``a``, {b, c})."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?", requirement)
+    assert match, requirement
+    extras = {e.strip() for e in (match.group(2) or "").split(",") if e.strip()}
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower(), extras
+
+
+def extra_closure(extra: str) -> set[str]:
+    """Distributions an extra declares, following the project's references to its own extras (not transitive deps)."""
+    meta = project()
+    own = requirement_name(meta["name"])[0]
+    names: set[str] = set()
+    todo, seen = [extra], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for requirement in meta["optional-dependencies"][current]:
+            name, extras = requirement_name(requirement)
+            if name == own:
+                todo.extend(extras)
+            else:
+                names.add(name)
+    return names
+
+
+def pip_installs(stage: Stage) -> list[Instruction]:
+    return [i for i in stage.all("RUN") if "pip install" in i.args]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_image_installs_the_same_wheel_with_its_own_extra(stages: dict[str, Stage], target: str) -> None:
+    (install,) = pip_installs(stages[target])
+    installed = re.findall(r"fraud-detection\[([^\]]+)\]", install.args)
+    assert installed == [EXTRAS[target]], install.args
     assert "--no-index" in install.args, "install only from the builder's wheelhouse"
     assert "from=builder" in install.args
-    for target in TARGETS:
-        assert not [i for i in stages[target].all("RUN") if "pip install" in i.args], f"{target} installs more"
+    assert re.search(r"&&\s*pip check\b", install.args), "the image's dependencies must be consistent"
+    for other in set(EXTRAS.values()) - {EXTRAS[target]} | {"platform"}:
+        assert f"[{other}]" not in install.args, f"{target} installs [{other}]"
+
+
+def test_no_shared_install_in_the_runtime_base(stages: dict[str, Stage]) -> None:
+    """The shared stage installs nothing, so no image inherits another image's dependencies."""
+    assert pip_installs(stages["runtime"]) == []
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_image_switches_to_uid_1000_after_installing(stages: dict[str, Stage], target: str) -> None:
+    keywords = [i.keyword for i in stages[target].instructions]
+    install = stages[target].instructions.index(pip_installs(stages[target])[0])
+    assert "USER" in keywords[install + 1 :], f"{target}: USER 1000 must follow the install"
+
+
+@pytest.mark.parametrize("extra", sorted(REQUIRED))
+def test_extra_has_what_its_image_imports(extra: str) -> None:
+    declared = extra_closure(extra)
+    assert REQUIRED[extra] <= declared, REQUIRED[extra] - declared
+    assert not FORBIDDEN[extra] & declared, FORBIDDEN[extra] & declared
+
+
+def test_serve_image_is_free_of_kfp_evidently_and_matplotlib() -> None:
+    """Neither the base dependencies nor [serve] declare them (kubernetes still comes in through kserve)."""
+    base = {requirement_name(r)[0] for r in project()["dependencies"]}
+    assert not {"kfp", "kfp-kubernetes", "evidently", "matplotlib"} & (base | extra_closure("serve"))
+
+
+def test_base_dependencies_carry_no_adapter_library() -> None:
+    base = {requirement_name(r)[0] for r in project()["dependencies"]}
+    assert not ADAPTER_ONLY & base, ADAPTER_ONLY & base
+    # The `fraud` console script is generated by every install of the wheel: its imports must be in the base.
+    assert {"typer", "rich"} <= base
+    assert "fraud" in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_platform_is_the_union_of_the_image_extras() -> None:
+    images = set().union(*(extra_closure(e) for e in EXTRAS.values()))
+    assert extra_closure("platform") == images
+
+
+def test_pipeline_image_keeps_matplotlib_off_the_read_only_root(stages: dict[str, Stage]) -> None:
+    env = " ".join(i.args for s in chain(stages, "pipeline") for i in s.all("ENV"))
+    assert "MPLCONFIGDIR=/tmp/" in env
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -370,22 +370,30 @@ def test_open_store_dispatches_azure_uris(azurite_http: AzuriteServer, monkeypat
     assert store.uri("k") == f"{azurite_http.account_url}/opened/fraud/k"
 
 
-def test_settings_pass_the_account_url(azurite_http: AzuriteServer, monkeypatch):
-    """Passes once Settings has azure_storage_account_url and hands it to open_store."""
-    from fraud_detection.settings import Settings
+@pytest.mark.parametrize("process", ["pipeline", "serve", "drift", "rollout"])
+def test_settings_pass_the_account_url(azurite_http: AzuriteServer, monkeypatch, process: str):
+    """Every process's settings carry azure_storage_account_url, and open_configured_store hands it on."""
+    from fraud_detection.settings import DriftSettings, PipelineSettings, RolloutSettings, ServeSettings
+    from fraud_detection.store.uri import open_configured_store
 
+    settings_class = {
+        "pipeline": PipelineSettings,
+        "serve": ServeSettings,
+        "drift": DriftSettings,
+        "rollout": RolloutSettings,
+    }[process]
     monkeypatch.setenv("FRAUD_STORE_URI", "az://settings/fraud")
     monkeypatch.setenv(CONNECTION_STRING_ENV, azurite_http.connection_string)
     monkeypatch.setenv("FRAUD_AZURE_STORAGE_ACCOUNT_URL", azurite_http.account_url)
-    settings = Settings()
+    settings = settings_class()
     assert azurite_http.account_key not in repr(settings)
-    store = settings.open_store()
+    store = open_configured_store(settings)
     assert isinstance(store, AzureBlobStore)
     store.write_bytes("k", b"v")
     assert store.read_bytes("k") == b"v"
     monkeypatch.setenv("FRAUD_AZURE_STORAGE_ACCOUNT_URL", "https://prodacct.blob.core.windows.net")
     with pytest.raises(StoreError, match="prodacct"):
-        Settings().open_store()
+        open_configured_store(settings_class())
 
 
 # --- secrets -----------------------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ import pytest
 
 from fraud_detection.data.schema import FEATURES
 from fraud_detection.model.registry import ModelRegistry
-from fraud_detection.rollout import analysis, canary
+from fraud_detection.rollout import analysis
+from fraud_detection.rollout import canary as canary_step
 from fraud_detection.rollout.prometheus import PrometheusClient
 from fraud_detection.store.local import LocalStore
 from tests.helpers.net import free_port, http_ok, stop_process, wait_until
@@ -268,7 +269,7 @@ def lab(bundles: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def _analyse(lab: Lab, model_name: str, **kwargs: Any) -> analysis.RolloutDecision:
-    decision = canary.analyse(
+    decision = canary_step.analyse(
         lab.prometheus,
         model_name=model_name,
         stable_version=lab.stable_version,
@@ -310,7 +311,7 @@ def test_equal_canary_is_promoted(lab: Lab, tmp_path: Path):
     registry = ModelRegistry(store, "fraud-equal")
     registry.set_alias("production", lab.stable_version)
     registry.set_alias("canary", lab.canary_version)
-    record = canary.apply_decision(decision, isvc=None, registry=registry, store=store)
+    record = canary_step.apply_decision(decision, isvc=None, registry=registry, store=store)
     assert (registry.get_alias("production") or {}).get("version") == lab.canary_version
     assert registry.get_alias("canary") is None
     stored = json.loads(store.read_bytes(record["record_key"]))

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from minio import Minio
 
-from fraud_detection.model.registry import ModelRegistry
-from fraud_detection.settings import Settings
+from fraud_detection.model.registry import ModelRegistry, open_registry
+from fraud_detection.settings import DriftSettings, PipelineSettings, RolloutSettings, ServeSettings
 from fraud_detection.store.base import StoreError
 from fraud_detection.store.s3 import S3Store
-from fraud_detection.store.uri import open_store
+from fraud_detection.store.uri import open_configured_store, open_store
 
 pytestmark = pytest.mark.integration
 
@@ -120,13 +120,16 @@ def test_invalid_bucket_name_is_refused_before_any_request():
             open_store(f"s3://{name}/p", s3_endpoint="http://127.0.0.1:9")
 
 
-def test_settings_read_credentials_from_the_environment(s3_server, monkeypatch):
+@pytest.mark.parametrize("settings_class", [PipelineSettings, ServeSettings, DriftSettings, RolloutSettings])
+def test_settings_read_credentials_from_the_environment(s3_server, monkeypatch, settings_class):
     monkeypatch.setenv("FRAUD_STORE_URI", "s3://envbucket/p")
     monkeypatch.setenv("FRAUD_S3_ENDPOINT", s3_server.endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
-    settings = Settings()
+    settings = settings_class()
     assert s3_server.secret_key not in repr(settings)
-    store = settings.open_store()
+    store = open_configured_store(settings)
     store.write_bytes("k", b"v")
     assert store.read_bytes("k") == b"v"
+    registry = open_registry(settings, model_name="other")
+    assert (registry.model_name, registry.store.uri()) == ("other", store.uri())

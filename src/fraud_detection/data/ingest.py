@@ -25,7 +25,8 @@ def ingest(
         data_source: Empty to simulate; else a ``.csv``/``.parquet`` file or Parquet directory, local or ``s3://``.
         out_dir: Destination directory; files keep their names (``tx.parquet`` when simulated).
         simulation: What to simulate when ``data_source`` is empty.
-        open_store: Opens a store URI with the platform's credentials (``Settings.open_store``).
+        open_store: Opens a store URI with the platform's credentials (e.g. ``open_configured_store`` bound to the
+            settings).
 
     Returns:
         A description of the source for the model's lineage.

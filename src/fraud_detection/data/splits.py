@@ -11,6 +11,28 @@ from fraud_detection.data import schema
 
 
 @dataclass(frozen=True)
+class SplitDays:
+    """Lengths of a train/delay/test split, in days.
+
+    Attributes:
+        train: Days of the training window.
+        delay: Days of the delay window (the label delay), never trained on.
+        test: Days of the test window.
+    """
+
+    train: int
+    delay: int
+    test: int
+
+
+#: The training step's defaults (``fraud train``, the pipeline): the last 14 days held out after a 7-day label delay,
+#: the 28 days before them trained on.
+TRAINING_SPLIT = SplitDays(train=28, delay=7, test=14)
+#: Each fold of the prequential backtest (``fraud backtest``): a week each of training, delay and test.
+BACKTEST_SPLIT = SplitDays(train=7, delay=7, test=7)
+
+
+@dataclass(frozen=True)
 class TimeSplit:
     """A time-ordered split of a feature frame.
 
@@ -28,7 +50,11 @@ class TimeSplit:
 
 
 def train_delay_test_split(
-    frame: pd.DataFrame, start: pd.Timestamp, train_days: int = 7, delay_days: int = 7, test_days: int = 7
+    frame: pd.DataFrame,
+    start: pd.Timestamp,
+    train_days: int = BACKTEST_SPLIT.train,
+    delay_days: int = BACKTEST_SPLIT.delay,
+    test_days: int = BACKTEST_SPLIT.test,
 ) -> TimeSplit:
     """Split into a training window, a delay window never trained on, and a test window (handbook protocol).
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from fraud_detection.data import schema
+from fraud_detection.data.splits import TRAINING_SPLIT, train_delay_test_split
 
 
 def training_window(
@@ -14,9 +15,9 @@ def training_window(
     *,
     window_end: str = "",
     window_days: int = 0,
-    train_days: int = 28,
-    test_days: int = 14,
-    delay_days: int = 7,
+    train_days: int = TRAINING_SPLIT.train,
+    test_days: int = TRAINING_SPLIT.test,
+    delay_days: int = TRAINING_SPLIT.delay,
     min_rows: int = 1_000,
 ) -> pd.DataFrame:
     """Cut the data window and check it can train and test a model.
@@ -68,7 +69,10 @@ class HoldoutSplit:
 
 
 def holdout_split(
-    features: pd.DataFrame, test_days: int = 14, delay_days: int = 7, train_days: int | None = 28
+    features: pd.DataFrame,
+    test_days: int = TRAINING_SPLIT.test,
+    delay_days: int = TRAINING_SPLIT.delay,
+    train_days: int | None = TRAINING_SPLIT.train,
 ) -> HoldoutSplit:
     """Hold out the latest days as a test set, after a delay window never trained on.
 
@@ -84,8 +88,6 @@ def holdout_split(
     Raises:
         ValueError: The data spans too few days.
     """
-    from fraud_detection.data.splits import train_delay_test_split
-
     first = features[schema.EVENT_TIME].min().floor("D")
     last = features[schema.EVENT_TIME].max().floor("D")
     total_days = int((last - first).days) + 1

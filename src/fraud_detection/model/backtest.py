@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fraud_detection.data import schema
-from fraud_detection.data.splits import _utc_day, train_delay_test_split
+from fraud_detection.data.splits import BACKTEST_SPLIT, _utc_day, train_delay_test_split
 from fraud_detection.model.metrics import METRIC_NAMES, FraudMetrics, compute_metrics
 
 LOG = logging.getLogger(__name__)
@@ -80,9 +80,9 @@ def backtest(
     *,
     model_type: str,
     start: pd.Timestamp | str,
-    train_days: int = 7,
-    delay_days: int = 7,
-    test_days: int = 7,
+    train_days: int = BACKTEST_SPLIT.train,
+    delay_days: int = BACKTEST_SPLIT.delay,
+    test_days: int = BACKTEST_SPLIT.test,
     folds: int = 4,
     step_days: int = 7,
     review_cost: float = 10.0,
@@ -92,7 +92,8 @@ def backtest(
 
     Args:
         frame: Labelled feature frame.
-        fit_and_score: Trains on a frame and returns (test scores, threshold) for the second frame.
+        fit_and_score: Trains on a frame and returns (test scores, threshold) for the second frame;
+            :func:`fraud_detection.model.train.fit_and_score_fn` scores with the served engine.
         model_type: Name recorded in the result.
         start: First training day of the first fold.
         train_days: Training window length.

@@ -263,8 +263,13 @@ def verify_bundle(path: Path, expected_manifest_sha256: str | None = None) -> st
         )
     try:
         files = json.loads(manifest_path.read_text())["files"]
-    except (ValueError, KeyError) as exc:
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise ValueError("'files' must map file names to sha256 digests")
+    except (ValueError, KeyError, TypeError) as exc:
         raise BundleIntegrityError(f"bundle {path}: {MANIFEST_FILE} is not a valid manifest: {exc}") from exc
+    unexpected = sorted(set(files) - set(BUNDLE_FILES))
+    if unexpected:
+        raise BundleIntegrityError(f"bundle {path}: {MANIFEST_FILE} names an unexpected file {unexpected[0]!r}")
     for name in BUNDLE_FILES:
         if name not in files:
             raise BundleIntegrityError(f"bundle {path}: manifest lists no digest for {name}")

@@ -10,11 +10,12 @@ from typing import Any
 import pandas as pd
 
 from fraud_detection.data import schema
+from fraud_detection.data.splits import TRAINING_SPLIT
 from fraud_detection.data.window import HoldoutSplit, holdout_split
 from fraud_detection.model.bundle import TrainingLineage, data_fingerprint, reference_sample, write_bundle
 from fraud_detection.model.curves import plot_curves
 from fraud_detection.model.metrics import compute_metrics, rounded
-from fraud_detection.model.train import TrainConfig, TrainResult, score, train
+from fraud_detection.model.train import TrainConfig, TrainResult, score, scorer_for, train
 
 LOG = logging.getLogger(__name__)
 
@@ -25,9 +26,9 @@ def train_bundle(
     *,
     config: TrainConfig,
     model_name: str,
-    test_days: int = 14,
-    delay_days: int = 7,
-    train_days: int | None = 28,
+    test_days: int = TRAINING_SPLIT.test,
+    delay_days: int = TRAINING_SPLIT.delay,
+    train_days: int | None = TRAINING_SPLIT.train,
     source: str = "",
     report_dir: Path | None = None,
 ) -> tuple[dict[str, Any], HoldoutSplit]:
@@ -49,12 +50,13 @@ def train_bundle(
     """
     split = holdout_split(features, test_days, delay_days, train_days)
     result: TrainResult = train(split.train, config)
-    test_scores = score(result.model, split.test)
+    scorer = scorer_for(result.model, result.threshold)  # the served engine, compiled once for both frames
+    test_scores = score(scorer, split.test)
     metrics = compute_metrics(split.test, test_scores, result.threshold, config.review_cost)
     LOG.info("test metrics: %s", rounded(metrics.as_dict()))
     if report_dir is not None and split.test[schema.LABEL].nunique() == 2:
         plot_curves(split.test[schema.LABEL].to_numpy(), test_scores, Path(report_dir), title=config.model_type)
-    train_scores = score(result.model, split.train)
+    train_scores = score(scorer, split.train)
     times = split.train[schema.EVENT_TIME]
     meta = write_bundle(
         Path(out_dir),

@@ -16,6 +16,7 @@ from fraud_detection.model.gate import GateDecision, promotion_gate
 from fraud_detection.model.metrics import compute_metrics
 from fraud_detection.model.registry import ModelRegistry
 from fraud_detection.model.train import score
+from fraud_detection.scoring.scorer import Scorer
 
 LOG = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class Comparison:
     Attributes:
         version: The candidate's version id.
         threshold: The candidate's decision threshold.
-        scores: The candidate's scores of the rows.
+        scores: The candidate's scores of the rows, as served (``Scorer.from_bundle(...).score``).
         candidate: Candidate metrics.
         production: Production metrics on the same rows (None without a production model).
         production_version: Production's version (None without one).
@@ -55,6 +56,9 @@ def compare_with_production(
 ) -> Comparison:
     """Score the candidate and the model behind ``alias`` on the same rows and apply the promotion gate.
 
+    Both are scored as the model server scores them (``Scorer.from_bundle``: the compiled engine and calibration),
+    so the gate judges the code that serves.
+
     Args:
         registry: The model registry.
         bundle_dir: Candidate bundle.
@@ -69,14 +73,15 @@ def compare_with_production(
     """
     candidate = load_bundle(bundle_dir)
     meta = candidate.metadata
-    scores = score(candidate.model, test)
+    scores = score(Scorer.from_bundle(candidate), test)
     cand = compute_metrics(test, scores, meta.threshold, meta.review_cost).as_dict()
     prod: dict[str, float] | None = None
     production_version: str | None = None
     if registry.get_alias(alias) is not None:
         incumbent = registry.load(alias, cache_dir)
         inc = incumbent.metadata
-        prod = compute_metrics(test, score(incumbent.model, test), inc.threshold, inc.review_cost).as_dict()
+        prod_scores = score(Scorer.from_bundle(incumbent), test)
+        prod = compute_metrics(test, prod_scores, inc.threshold, inc.review_cost).as_dict()
         production_version = inc.version  # the version these metrics belong to, even if the alias moved since
     decision = promotion_gate(cand, prod, min_ap_gain=min_ap_gain, max_cp_loss=max_cp_loss)
     for reason in decision.reasons:

@@ -14,7 +14,7 @@ import logging
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fraud_detection.model.bundle import (
     MANIFEST_FILE,
@@ -25,6 +25,7 @@ from fraud_detection.model.bundle import (
     verify_bundle,
 )
 from fraud_detection.store.base import ArtifactStore
+from fraud_detection.store.uri import StoreConfig, open_configured_store
 
 LOG = logging.getLogger(__name__)
 ALIASES: tuple[str, ...] = ("production", "canary")
@@ -210,3 +211,24 @@ class ModelRegistry:
         """
         version, expected = self.resolve(ref)
         return load_bundle(self._fetch(version, expected, Path(cache_dir)), expected)
+
+
+class RegistryConfig(StoreConfig, Protocol):
+    """What opening the configured registry needs: the store's configuration and the model name."""
+
+    @property
+    def model_name(self) -> str: ...  # noqa: D102
+
+
+def open_registry(config: RegistryConfig, store_uri: str | None = None, model_name: str | None = None) -> ModelRegistry:
+    """Open the model registry of the configured store.
+
+    Args:
+        config: Store location, credentials and model name (e.g. a settings object of ``fraud_detection.settings``).
+        store_uri: Overrides ``config.store_uri`` (empty or None for the configured one).
+        model_name: Overrides ``config.model_name`` (empty or None for the configured one).
+
+    Returns:
+        The registry of that model in that store.
+    """
+    return ModelRegistry(open_configured_store(config, store_uri or None), model_name or config.model_name)

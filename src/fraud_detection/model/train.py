@@ -1,4 +1,9 @@
-"""Model training: a scikit-learn Pipeline, calibrated on later data, with a cost-based decision threshold."""
+"""Model training: a scikit-learn Pipeline, calibrated on later data, with a cost-based decision threshold.
+
+Every score used offline (the calibration window's threshold and metrics, test metrics, the reference sample, the
+promotion gate, the evaluation report, the backtest) comes from :func:`score`, which evaluates the model with the
+model server's :class:`~fraud_detection.scoring.scorer.Scorer`: the same compiled engine and calibration as served.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 from fraud_detection.data import schema
 from fraud_detection.model.metrics import FraudMetrics, choose_threshold, compute_metrics
+from fraud_detection.scoring.scorer import Scorer
 
 LOG = logging.getLogger(__name__)
 ModelType = Literal["hgb", "logreg", "rf"]
@@ -71,7 +77,7 @@ class TrainResult:
     """A trained, calibrated model with its threshold.
 
     Attributes:
-        model: Calibrated classifier wrapping the fitted Pipeline; ``predict_proba(X)[:, 1]`` is the fraud score.
+        model: Calibrated classifier wrapping the fitted Pipeline; :func:`score` gives its fraud scores as served.
         threshold: Decision threshold chosen on the calibration window by expected cost.
         validation: Metrics on the calibration window.
         n_train: Rows the Pipeline was fitted on.
@@ -265,7 +271,7 @@ def train(frame: pd.DataFrame, config: TrainConfig | None = None) -> TrainResult
     LOG.info("fitting %s on %d rows (%d fraud)", cfg.model_type, len(fit), int(fit[schema.LABEL].sum()))
     pipeline.fit(feature_matrix(fit), fit[schema.LABEL].to_numpy())
     model = CalibratedPipeline(pipeline).fit_calibration(feature_matrix(cal), cal[schema.LABEL].to_numpy())
-    scores = model.predict_proba(feature_matrix(cal))[:, 1]
+    scores = score(model, cal)
     threshold = choose_threshold(
         scores, cal[schema.LABEL].to_numpy(), cal[schema.AMOUNT].to_numpy(dtype=np.float64), cfg.review_cost
     )
@@ -285,31 +291,55 @@ def train(frame: pd.DataFrame, config: TrainConfig | None = None) -> TrainResult
     return TrainResult(model, threshold, validation, n_fit, len(cal))
 
 
-def score(model: CalibratedPipeline, frame: pd.DataFrame) -> np.ndarray:
-    """Calibrated fraud scores for a feature frame.
+def scorer_for(model: CalibratedPipeline, threshold: float = 0.5) -> Scorer:
+    """The serving Scorer of a freshly trained model that has no bundle yet.
+
+    Use ``Scorer.from_bundle(bundle)`` for a bundle (as the model server does); the scores are the same.
 
     Args:
         model: A trained model.
-        frame: Feature frame.
+        threshold: Decision threshold (irrelevant to the scores).
 
     Returns:
-        Scores in [0, 1].
+        The scorer, with the model compiled into its engine.
     """
-    return np.asarray(model.predict_proba(feature_matrix(frame))[:, 1], dtype=np.float64)
+    return Scorer(model, threshold=threshold)
+
+
+def score(model: CalibratedPipeline | Scorer, frame: pd.DataFrame) -> np.ndarray:
+    """Calibrated fraud scores of a feature frame, as the model server computes them: the one offline scoring path.
+
+    Scores through :meth:`Scorer.score_batch`: the served engine and calibration, the served value checks, no
+    per-request row limit.
+
+    Args:
+        model: A Scorer (``Scorer.from_bundle(bundle)``), or a trained model, which is compiled into one; pass a
+            Scorer to score several frames with one compilation.
+        frame: Feature frame holding every schema feature.
+
+    Returns:
+        Scores in [0, 1], one per row.
+
+    Raises:
+        fraud_detection.scoring.results.InputError: A feature value the server would reject (NaN, out of range).
+    """
+    scorer = model if isinstance(model, Scorer) else scorer_for(model)
+    return scorer.score_batch(feature_matrix(frame))
 
 
 def fit_and_score_fn(config: TrainConfig):  # type: ignore[no-untyped-def]
-    """Adapter for :func:`fraud_detection.evaluate.backtest`: train on one frame, score another.
+    """Adapter for :func:`fraud_detection.model.backtest.backtest`: train on one frame, score another.
 
     Args:
         config: Training parameters.
 
     Returns:
-        A callable ``(train_frame, test_frame) -> (test scores, threshold)``.
+        A callable ``(train_frame, test_frame) -> (test scores, threshold)``; the scores come from the served
+        engine (:func:`score`).
     """
 
     def fit_and_score(train_frame: pd.DataFrame, test_frame: pd.DataFrame) -> tuple[np.ndarray, float]:
         result = train(train_frame, config)
-        return score(result.model, test_frame), result.threshold
+        return score(scorer_for(result.model, result.threshold), test_frame), result.threshold
 
     return fit_and_score

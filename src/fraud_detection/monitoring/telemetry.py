@@ -324,9 +324,15 @@ def push_drift_result(gateway_url: str, result: DriftJobResult) -> None:
     Args:
         gateway_url: Pushgateway base URL.
         result: The successful run's result.
+
+    Raises:
+        OSError: The Pushgateway cannot be reached or refused the push (the message names its URL).
     """
     from prometheus_client import push_to_gateway
 
-    push_to_gateway(
-        gateway_url, job=DRIFT_JOB, grouping_key={"model_name": result.model_name}, registry=drift_registry(result)
-    )
+    try:
+        push_to_gateway(
+            gateway_url, job=DRIFT_JOB, grouping_key={"model_name": result.model_name}, registry=drift_registry(result)
+        )
+    except OSError as exc:
+        raise OSError(f"cannot push the drift gauges to the Pushgateway at {gateway_url}: {exc}") from exc

@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
-
 from fraud_detection.model.registry import ModelRegistry
 from fraud_detection.rollout.analysis import Decision, RolloutDecision, Thresholds, decide
 from fraud_detection.rollout.contract import API_VERSION, DEFAULT_CANARY_PERCENT, GROUP, PLURAL, SERVE_IMAGE
@@ -27,25 +25,9 @@ from fraud_detection.rollout.patches import (
 )
 from fraud_detection.rollout.prometheus import PrometheusClient, fetch_version_metrics
 from fraud_detection.rollout.records import decision_annotations, record_key, write_record
-from fraud_detection.settings import Settings
 from fraud_detection.store.base import ArtifactStore
 
 LOG = logging.getLogger(__name__)
-
-
-class RolloutSettings(Settings):
-    """Settings of the rollout step, on top of :class:`~fraud_detection.settings.Settings` (prefix ``FRAUD_``).
-
-    The chart's pipeline ConfigMap sets ``FRAUD_PROMETHEUS_URL``, ``FRAUD_SERVING_NAMESPACE`` and
-    ``FRAUD_INFERENCE_SERVICE``.
-    """
-
-    prometheus_url: str | None = Field(default=None, description="Prometheus base URL, e.g. http://prometheus:9090")
-    prometheus_bearer_token: SecretStr | None = Field(
-        default=None, description="bearer token for Prometheus (e.g. Azure Monitor's query endpoint)"
-    )
-    serving_namespace: str = "fraud-detection"
-    inference_service: str = "fraud-detector"
 
 
 def analyse(

@@ -140,6 +140,20 @@ class Scorer:
                 f"batch of {n} rows exceeds the limit of {self.max_batch_size} rows per request",
                 kind="batch_too_large",
             )
+        return self.validate_values(X)
+
+    def validate_values(self, X: np.ndarray) -> np.ndarray:
+        """Validate the values of a float64 matrix in schema order: finiteness and schema ranges (no row limit).
+
+        Args:
+            X: Matrix (N, F).
+
+        Returns:
+            The same matrix.
+
+        Raises:
+            InputError: NaN/infinity, value out of the schema's range.
+        """
         if not np.isfinite(X).all():
             row, col = (int(v[0]) for v in np.nonzero(~np.isfinite(X)))
             name = self.features[col]
@@ -179,6 +193,27 @@ class Scorer:
             Scores, shape (N,).
         """
         return self._sigmoid(self.engine.margin(X))
+
+    def score_batch(self, X: Any) -> np.ndarray:
+        """Calibrated fraud scores of a matrix of any size, through the served engine and calibration.
+
+        The offline path (thresholds, metrics, the promotion gate, reports, reference samples, backtests): the same
+        value checks as a request (:meth:`validate_values`) and the same :meth:`predict_proba`, without the
+        per-request row limit. The engines evaluate large matrices in bounded chunks themselves.
+
+        Args:
+            X: Array-like of shape (N, F) in schema order; N may exceed ``max_batch_size`` or be 0.
+
+        Returns:
+            Scores, shape (N,).
+
+        Raises:
+            InputError: Wrong shape or type, NaN/infinity, value out of the schema's range.
+        """
+        matrix = _as_float_matrix(X, "features", self.n_features, self.features)
+        if matrix.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
+        return self.predict_proba(self.validate_values(matrix))
 
     def score(self, X: np.ndarray, *, explain: bool = False, top_k: int = DEFAULT_TOP_K) -> ScoreResult:
         """Score a validated matrix, decide at the threshold and optionally attach reason codes.

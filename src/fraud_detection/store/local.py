@@ -20,6 +20,8 @@ class LocalStore(ArtifactStore):
         self.root = Path(root).expanduser().resolve()
 
     def _path(self, key: str) -> Path:
+        if not key.strip("/"):
+            raise StoreError(f"empty key: name an object under the store root {self.root}")
         path = (self.root / key).resolve()
         if self.root not in path.parents and path != self.root:
             raise StoreError(f"key {key!r} escapes the store root {self.root}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Protocol
 from urllib.parse import urlparse
 
 from fraud_detection.store.base import ArtifactStore, StoreError
@@ -58,4 +59,55 @@ def open_store(
         return LocalStore(parsed.path if parsed.scheme == "file" else uri)
     raise StoreError(
         f"store {uri}: unsupported scheme {parsed.scheme!r} (use a path, s3://bucket/prefix or az://container/prefix)"
+    )
+
+
+class Secret(Protocol):
+    """A secret value that is not shown in logs (e.g. ``pydantic.SecretStr``)."""
+
+    def get_secret_value(self) -> str: ...  # noqa: D102
+
+
+class StoreConfig(Protocol):
+    """What opening the configured store needs (e.g. any of ``fraud_detection.settings``' classes)."""
+
+    @property
+    def store_uri(self) -> str: ...  # noqa: D102
+
+    @property
+    def s3_endpoint(self) -> str | None: ...  # noqa: D102
+
+    @property
+    def s3_region(self) -> str | None: ...  # noqa: D102
+
+    @property
+    def aws_access_key_id(self) -> Secret | None: ...  # noqa: D102
+
+    @property
+    def aws_secret_access_key(self) -> Secret | None: ...  # noqa: D102
+
+    @property
+    def azure_storage_account_url(self) -> str | None: ...  # noqa: D102
+
+
+def open_configured_store(config: StoreConfig, uri: str | None = None) -> ArtifactStore:
+    """Open the configured store, or another URI with the same credentials.
+
+    Args:
+        config: Store location and credentials.
+        uri: Overrides ``config.store_uri`` (empty or None for the configured one).
+
+    Returns:
+        The store.
+
+    Raises:
+        StoreError: As :func:`open_store`.
+    """
+    return open_store(
+        uri or config.store_uri,
+        s3_endpoint=config.s3_endpoint,
+        access_key=config.aws_access_key_id.get_secret_value() if config.aws_access_key_id else None,
+        secret_key=config.aws_secret_access_key.get_secret_value() if config.aws_secret_access_key else None,
+        region=config.s3_region,
+        azure_account_url=config.azure_storage_account_url,
     )

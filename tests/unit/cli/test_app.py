@@ -128,3 +128,55 @@ def test_bad_csv_content_names_the_column(tmp_path: Path):
     assert result.exit_code == 2
     assert "negative amount" in result.output
     assert not (tmp_path / "f.parquet").exists()
+
+
+def test_split_defaults_of_the_commands_are_the_shared_constants():
+    import inspect
+
+    from cli import model as cli_model
+    from cli import pipeline as cli_pipeline
+    from fraud_detection.data.splits import BACKTEST_SPLIT, TRAINING_SPLIT
+
+    assert (TRAINING_SPLIT.train, TRAINING_SPLIT.delay, TRAINING_SPLIT.test) == (28, 7, 14)
+    assert (BACKTEST_SPLIT.train, BACKTEST_SPLIT.delay, BACKTEST_SPLIT.test) == (7, 7, 7)
+    for command, split in (
+        (cli_model.train_cmd, TRAINING_SPLIT),
+        (cli_pipeline.run_cmd, TRAINING_SPLIT),
+        (cli_model.backtest_cmd, BACKTEST_SPLIT),
+    ):
+        params = inspect.signature(command).parameters
+        defaults = (params["train_days"].default, params["delay_days"].default, params["test_days"].default)
+        assert defaults == (split.train, split.delay, split.test), command.__name__
+
+
+def test_labels_go_beside_the_payload_log_unless_store_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("transaction_id,is_fraud,reported_at\n1,1,2024-01-02T00:00:00Z\n2,0,2024-01-02T00:00:00Z\n")
+    monkeypatch.setenv("FRAUD_STORE_URI", str(tmp_path / "models"))
+    monkeypatch.setenv("FRAUD_PAYLOAD_LOG_URI", str(tmp_path / "payload"))
+    result = runner.invoke(app, ["labels", "ingest", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "payload" / result.stdout.strip()).is_file()
+    assert not (tmp_path / "models").exists()
+    result = runner.invoke(app, ["labels", "ingest", str(labels), "--store", str(tmp_path / "other")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "other" / result.stdout.strip()).is_file()
+    monkeypatch.delenv("FRAUD_PAYLOAD_LOG_URI")
+    result = runner.invoke(app, ["labels", "ingest", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "models" / result.stdout.strip()).is_file()
+
+
+def test_a_training_command_ignores_settings_of_other_processes(data: Path, tmp_path: Path, monkeypatch):
+    # An invalid drift or serving value does not concern `fraud train`: only PipelineSettings is read.
+    monkeypatch.setenv("FRAUD_DRIFT_SHARE", "not a share")
+    monkeypatch.setenv("FRAUD_MAX_BATCH_SIZE", "many")
+    bundle = tmp_path / "bundle"
+    result = runner.invoke(
+        app, ["train", "--data", str(data), "--output", str(bundle), "--test-days", "10", "--max-iter", "20"]
+    )
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("FRAUD_REVIEW_COST", "-1")
+    result = runner.invoke(app, ["models", "list", "--store", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "review_cost" in result.output

@@ -14,6 +14,8 @@ from fraud_detection.model.metrics import (
     expected_cost,
     recall_at_fpr,
 )
+from fraud_detection.model.train import CalibratedPipeline, TrainConfig, fit_and_score_fn
+from fraud_detection.scoring.scorer import Scorer
 
 
 def test_card_precision_counts_cards_not_transactions_and_averages_days():
@@ -101,3 +103,29 @@ def test_metrics_and_curves_on_real_scores(small_features, tmp_path):
     paths = plot_curves(small_features["is_fraud"].to_numpy(), scores, tmp_path)
     for path in paths.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_backtest_scores_with_the_compiled_serving_engine(small_features, monkeypatch):
+    calls: list[tuple[str, int, np.ndarray]] = []
+    original = Scorer.score_batch
+
+    def spy(self: Scorer, X):
+        scores = original(self, X)
+        calls.append((self.engine_name, len(scores), scores))
+        return scores
+
+    def forbidden(self, X):
+        raise AssertionError("scored with scikit-learn's predict_proba instead of the served engine")
+
+    monkeypatch.setattr(Scorer, "score_batch", spy)
+    monkeypatch.setattr(CalibratedPipeline, "predict_proba", forbidden)
+    fit_and_score = fit_and_score_fn(TrainConfig(model_type="logreg"))
+    result = backtest(small_features, fit_and_score, model_type="logreg", start="2018-04-15", folds=2, step_days=7)
+    assert calls and {name for name, _, _ in calls} == {"linear-compiled"}
+    # Per fold: the calibration window (threshold) and then the test window, both through the engine.
+    test_calls = calls[1::2]
+    assert [n for _, n, _ in test_calls] == [f.n_test for f in result.folds]
+    for fold, (_, _, scores) in zip(result.folds, test_calls, strict=True):
+        split = train_delay_test_split(small_features, pd.Timestamp(fold.train_start, tz="UTC"), 7, 7, 7)
+        expected = compute_metrics(split.test, scores, fold.metrics.threshold, 10.0).as_dict()
+        assert fold.metrics.as_dict() == pytest.approx(expected, rel=0, abs=0, nan_ok=True)

@@ -1,181 +1,121 @@
-"""GitHub workflows: actionlint passes; triggers, schedule and concurrency are as designed; permissions are least
-privilege; actions are pinned by commit; Azure access is OIDC with no stored secret."""
+"""The promotion gate judges the code that serves: the gate's and the evaluation report's scores are the model
+server's, bit for bit."""
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 from pathlib import Path
-from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
-import yaml
+from kserve import InferInput, InferRequest
+from prometheus_client import CollectorRegistry
 
-ROOT = Path(__file__).resolve().parents[3]
-WORKFLOWS = ROOT / ".github" / "workflows"
-NAMES = ("ci.yml", "retrain-and-deploy.yml", "infra.yml")
+from fraud_detection.data import schema
+from fraud_detection.model.bundle import load_bundle
+from fraud_detection.model.metrics import compute_metrics
+from fraud_detection.model.promotion import compare_with_production, gate_and_register, report_candidate
+from fraud_detection.model.registry import ModelRegistry
+from fraud_detection.model.train import CalibratedPipeline
+from fraud_detection.monitoring.telemetry import ServingMetrics
+from fraud_detection.scoring.scorer import Scorer
+from fraud_detection.store.local import LocalStore
+from serving.model import FraudModel
+from tests.helpers.bundles import write_tiny_bundle
 
-# Scopes a job may be granted, and the only level each may have.
-ALLOWED_PERMISSIONS = {"contents": {"read"}, "id-token": {"write"}}
-# Secrets a workflow may name: none. Azure IDs come from repository variables (vars.*).
-SECRET_LITERALS = re.compile(
-    r"(?:AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|ghp_[A-Za-z0-9]{20,}|"
-    r"(?:password|client[-_]secret|account[-_]?key)\s*[:=]\s*['\"]?[A-Za-z0-9+/=]{8,})",
-    re.IGNORECASE,
-)
-
-
-def _load(name: str) -> dict[Any, Any]:
-    data = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    # YAML 1.1 reads the key `on` as True.
-    if True in data:
-        data["on"] = data.pop(True)
-    return data
+MODEL_TYPES = ("hgb", "logreg", "rf")
 
 
-@pytest.fixture(scope="module", params=NAMES)
-def workflow(request: pytest.FixtureRequest) -> tuple[str, dict[Any, Any]]:
-    return request.param, _load(request.param)
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory, small_features: pd.DataFrame) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("promotion")
+    return {kind: write_tiny_bundle(small_features, root / kind, kind) for kind in MODEL_TYPES}
 
 
-def _actionlint() -> str:
-    local = ROOT / ".venv" / "bin" / "actionlint"
-    found = str(local) if local.exists() else shutil.which("actionlint")
-    assert found, "actionlint is not installed (make install)"
-    return found
+@pytest.fixture(scope="module")
+def test_rows(small_features: pd.DataFrame) -> pd.DataFrame:
+    """The last ten days: several request batches' worth of rows."""
+    times = small_features[schema.EVENT_TIME]
+    return small_features[times >= times.max() - pd.Timedelta(days=10)].reset_index(drop=True)
 
 
-def test_all_workflows_exist() -> None:
-    assert {p.name for p in WORKFLOWS.glob("*.yml")} >= set(NAMES)
-
-
-def test_actionlint_passes() -> None:
-    proc = subprocess.run(
-        [_actionlint(), *(str(WORKFLOWS / n) for n in NAMES)], capture_output=True, text=True, check=False
+def _served_scores(bundle_dir: Path, frame: pd.DataFrame) -> np.ndarray:
+    """Scores from the model server's own FraudModel, in requests of at most its batch limit."""
+    server = FraudModel(
+        "fraud-detector", lambda: load_bundle(bundle_dir), metrics=ServingMetrics.create(CollectorRegistry())
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert server.load() and server.loaded is not None
+    scorer = server.loaded.scorer
+    X = frame.loc[:, list(schema.FEATURES)].to_numpy(np.float64)
+    step = scorer.max_batch_size
+    return np.concatenate([scorer.score(scorer.check(X[i : i + step])).scores for i in range(0, len(X), step)])
 
 
-def test_actionlint_can_fail(tmp_path: Path) -> None:
-    bad = tmp_path / ".github" / "workflows" / "bad.yml"
-    bad.parent.mkdir(parents=True)
-    bad.write_text(
-        "on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    steps:\n"
-        "      - run: echo ${{ github.event.pull_request.title }}\n      - uses: actions/checkout\n",
-        encoding="utf-8",
+def _no_sklearn_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(self: CalibratedPipeline, X: np.ndarray) -> np.ndarray:
+        raise AssertionError("scored with scikit-learn's predict_proba instead of the served engine")
+
+    monkeypatch.setattr(CalibratedPipeline, "predict_proba", forbidden)
+
+
+@pytest.mark.parametrize("kind", MODEL_TYPES)
+def test_gate_scores_are_the_served_scores(bundles, test_rows, tmp_path, monkeypatch, kind):
+    assert len(test_rows) > 2 * 1_000  # more rows than one request may hold
+    served = _served_scores(bundles[kind], test_rows)
+    _no_sklearn_scoring(monkeypatch)
+    registry = ModelRegistry(LocalStore(tmp_path / "store"), "fraud-detector")
+    c = compare_with_production(registry, bundles[kind], test_rows, cache_dir=tmp_path / "cache")
+    # Same engine, same calibration: identical up to the engine's batch-size-dependent summation order.
+    np.testing.assert_allclose(c.scores, served, rtol=0, atol=1e-12)
+    # One request holding every row takes the very same path: bit for bit.
+    whole = Scorer.from_bundle(load_bundle(bundles[kind]), max_batch_size=len(test_rows))
+    X = test_rows.loc[:, list(schema.FEATURES)].to_numpy(np.float64)
+    np.testing.assert_array_equal(c.scores, whole.score(whole.check(X)).scores)
+    meta = load_bundle(bundles[kind]).metadata
+    assert c.candidate == compute_metrics(test_rows, served, meta.threshold, meta.review_cost).as_dict()
+
+
+def test_production_is_judged_by_its_served_scores_too(bundles, test_rows, tmp_path, monkeypatch):
+    registry = ModelRegistry(LocalStore(tmp_path / "store"), "fraud-detector")
+    first = gate_and_register(registry, bundles["logreg"], test_rows, cache_dir=tmp_path / "cache")
+    assert first.registered and registry.get_alias("production") is not None
+    served_prod = _served_scores(bundles["logreg"], test_rows)
+    _no_sklearn_scoring(monkeypatch)
+    c = compare_with_production(registry, bundles["hgb"], test_rows, cache_dir=tmp_path / "cache")
+    prod_meta = load_bundle(bundles["logreg"]).metadata
+    assert c.production_version == prod_meta.version
+    expected = compute_metrics(test_rows, served_prod, prod_meta.threshold, prod_meta.review_cost).as_dict()
+    assert c.production is not None
+    assert c.production.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_allclose(c.production[name], value, rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_evaluation_report_shows_the_served_scores_and_decisions(bundles, test_rows, tmp_path, monkeypatch):
+    served = _served_scores(bundles["hgb"], test_rows)
+    _no_sklearn_scoring(monkeypatch)
+    registry = ModelRegistry(LocalStore(tmp_path / "store"), "fraud-detector")
+    report = report_candidate(registry, bundles["hgb"], test_rows, work_dir=tmp_path / "work")
+    np.testing.assert_allclose(report.comparison.scores, served, rtol=0, atol=1e-12)
+    labels = test_rows[schema.LABEL].to_numpy()
+    decisions = served >= report.comparison.threshold
+    assert report.confusion == [
+        [int(((labels == 0) & ~decisions).sum()), int(((labels == 0) & decisions).sum())],
+        [int(((labels == 1) & ~decisions).sum()), int(((labels == 1) & decisions).sum())],
+    ]
+
+
+def test_served_v2_response_carries_the_gate_scores(bundles, test_rows, tmp_path):
+    """End to end through KServe's request objects: the wire's FP32 scores are the gate's scores, rounded."""
+    registry = ModelRegistry(LocalStore(tmp_path / "store"), "fraud-detector")
+    c = compare_with_production(registry, bundles["hgb"], test_rows.head(500), cache_dir=tmp_path / "cache")
+    server = FraudModel(
+        "fraud-detector", lambda: load_bundle(bundles["hgb"]), metrics=ServingMetrics.create(CollectorRegistry())
     )
-    proc = subprocess.run([_actionlint(), str(bad)], capture_output=True, text=True, check=False, cwd=tmp_path)
-    assert proc.returncode != 0
-
-
-def test_retrain_runs_mondays_at_0500_utc_and_on_demand() -> None:
-    triggers = _load("retrain-and-deploy.yml")["on"]
-    assert triggers["schedule"] == [{"cron": "0 5 * * 1"}]
-    minute, hour, day, month, weekday = triggers["schedule"][0]["cron"].split()
-    assert (minute, hour, day, month, weekday) == ("0", "5", "*", "*", "1")  # GitHub cron is UTC
-    assert "inputs" in triggers["workflow_dispatch"]
-
-
-def test_ci_runs_on_pull_requests_and_main() -> None:
-    triggers = _load("ci.yml")["on"]
-    assert "pull_request" in triggers
-    assert triggers["push"]["branches"] == ["main"]
-    steps = [s.get("run", "") for job in _load("ci.yml")["jobs"].values() for s in job["steps"]]
-    assert any("bash .ci/run" in r for r in steps)
-    assert any("make infra-lint" in r for r in steps)
-
-
-def test_infra_what_if_on_pull_requests_and_deploy_on_main() -> None:
-    data = _load("infra.yml")
-    assert "infra/**" in data["on"]["pull_request"]["paths"]
-    assert data["on"]["push"]["branches"] == ["main"]
-    runs = {name: " ".join(s.get("run", "") for s in job["steps"]) for name, job in data["jobs"].items()}
-    assert "az deployment sub what-if" in runs["what-if"]
-    assert "pull_request" in data["jobs"]["what-if"]["if"]
-    assert "az deployment sub create" in runs["deploy-dev"] and "az deployment sub create" in runs["deploy-prod"]
-    assert "refs/heads/main" in data["jobs"]["deploy-dev"]["if"]
-    assert data["jobs"]["deploy-prod"]["environment"] == "infra-prod"
-
-
-def test_every_workflow_has_a_concurrency_group(workflow: tuple[str, dict[Any, Any]]) -> None:
-    name, data = workflow
-    assert data.get("concurrency", {}).get("group"), name
-
-
-def test_permissions_are_least_privilege(workflow: tuple[str, dict[Any, Any]]) -> None:
-    name, data = workflow
-    top = data.get("permissions")
-    assert top is not None, f"{name}: no top-level permissions (the default token is broad)"
-    assert top in ({}, {"contents": "read"}), f"{name}: top-level permissions {top}"
-    for job_name, job in data["jobs"].items():
-        perms = job.get("permissions", top)
-        assert isinstance(perms, dict), f"{name}/{job_name}: permissions must be a mapping, not {perms!r}"
-        for scope, level in perms.items():
-            assert level in ALLOWED_PERMISSIONS.get(scope, set()), f"{name}/{job_name}: {scope}: {level}"
-
-
-def test_id_token_only_where_azure_login_happens(workflow: tuple[str, dict[Any, Any]]) -> None:
-    name, data = workflow
-    for job_name, job in data["jobs"].items():
-        logs_in = any(str(s.get("uses", "")).startswith("azure/login@") for s in job["steps"])
-        has_token = job.get("permissions", data.get("permissions", {})).get("id-token") == "write"
-        assert logs_in == has_token, f"{name}/{job_name}"
-
-
-def test_azure_login_is_oidc_from_variables(workflow: tuple[str, dict[Any, Any]]) -> None:
-    name, data = workflow
-    for job in data["jobs"].values():
-        for step in job["steps"]:
-            if str(step.get("uses", "")).startswith("azure/login@"):
-                assert set(step["with"]) == {"client-id", "tenant-id", "subscription-id"}, name
-                for value in step["with"].values():
-                    assert value.startswith("${{ vars."), value
-
-
-def test_actions_are_pinned_to_a_commit(workflow: tuple[str, dict[Any, Any]]) -> None:
-    name, data = workflow
-    for job in data["jobs"].values():
-        for step in job["steps"]:
-            uses = step.get("uses")
-            if uses:
-                assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", uses), f"{name}: {uses}"
-
-
-def test_no_secret_literal_and_no_secrets_context() -> None:
-    for name in NAMES:
-        text = (WORKFLOWS / name).read_text(encoding="utf-8")
-        assert "secrets." not in text, f"{name} reads a stored secret"
-        assert not SECRET_LITERALS.search(text), name
-
-
-def test_secret_literal_check_can_fail() -> None:
-    assert SECRET_LITERALS.search("client_secret: 'Zm9vYmFyYmF6cXV4MTIzNA=='")
-    assert SECRET_LITERALS.search("AKIAABCDEFGHIJKLMNOP")
-
-
-def test_checkout_does_not_persist_credentials(workflow: tuple[str, dict[Any, Any]]) -> None:
-    name, data = workflow
-    for job in data["jobs"].values():
-        for step in job["steps"]:
-            if str(step.get("uses", "")).startswith("actions/checkout@"):
-                assert step.get("with", {}).get("persist-credentials") is False, name
-
-
-def test_deploying_jobs_are_environment_protected() -> None:
-    jobs = _load("retrain-and-deploy.yml")["jobs"]
-    assert jobs["train"]["environment"] == "training"
-    assert jobs["rollout"]["environment"] == "production"
-    assert jobs["rollout"]["needs"] == "train"
-    runs = " ".join(s.get("run", "") for job in jobs.values() for s in job["steps"])
-    for command in ("make pipeline", "fraud pipeline submit", "az aks get-credentials", "fraud rollout"):
-        assert command in runs, command
-
-
-def test_inputs_never_reach_a_script_directly() -> None:
-    for name in NAMES:
-        for job in _load(name)["jobs"].values():
-            for step in job["steps"]:
-                run = step.get("run", "")
-                assert "${{" not in run, f"{name}: expression inside a script: {run[:80]}"
+    assert server.load()
+    X = test_rows.head(500).loc[:, list(schema.FEATURES)].to_numpy(np.float64)
+    request = InferRequest("fraud-detector", [InferInput("features", list(X.shape), "FP64", data=X.ravel().tolist())])
+    body, _ = server.predict(request).to_rest()
+    wire = {o["name"]: o["data"] for o in body["outputs"]}
+    np.testing.assert_array_equal(np.asarray(wire["fraud_score"], dtype=np.float32), c.scores.astype(np.float32))
+    assert list(wire["is_fraud"]) == (c.scores >= c.threshold).tolist()

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from fraud_detection.data import schema
-from fraud_detection.model.train import TrainConfig, score, train
+from fraud_detection.model.train import CalibratedPipeline, TrainConfig, feature_matrix, score, scorer_for, train
+from fraud_detection.scoring.results import InputError
+from fraud_detection.scoring.scorer import Scorer
 
 
 @pytest.mark.parametrize("model_type", ["hgb", "logreg", "rf"])
@@ -41,3 +43,45 @@ def test_training_is_reproducible(small_features):
     a = score(train(small_features, TrainConfig(max_iter=20)).model, small_features.head(500))
     b = score(train(small_features, TrainConfig(max_iter=20)).model, small_features.head(500))
     np.testing.assert_array_equal(a, b)
+
+
+# -- one scoring path: offline scores come from the served engine -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_type", "engine"), [("hgb", "hgb-compiled"), ("logreg", "linear-compiled"), ("rf", "rf-compiled")]
+)
+def test_score_is_the_served_engine_for_any_frame_size(small_features, model_type, engine):
+    result = train(small_features, TrainConfig(model_type=model_type, max_iter=30, n_estimators=15))
+    scorer = scorer_for(result.model, result.threshold)
+    assert scorer.engine_name == engine
+    assert len(small_features) > 10 * scorer.max_batch_size  # no request limit on offline scoring
+    scores = score(result.model, small_features)
+    np.testing.assert_array_equal(scores, score(scorer, small_features))
+    # What a request of the same rows gets (the server hands the engine a C-contiguous float64 matrix).
+    X = feature_matrix(small_features)
+    served = Scorer(result.model, threshold=result.threshold, max_batch_size=len(X))
+    np.testing.assert_array_equal(scores, served.score(served.check(X)).scores)
+    # The engines equal scikit-learn, so today's numbers hold within floating-point tolerance.
+    sklearn = result.model.predict_proba(feature_matrix(small_features))[:, 1]
+    np.testing.assert_allclose(scores, sklearn, rtol=0, atol=1e-6)
+
+
+def test_training_and_scoring_never_score_through_scikit_learn(small_features, monkeypatch):
+    def forbidden(self, X):
+        raise AssertionError("scored with scikit-learn's predict_proba instead of the served engine")
+
+    monkeypatch.setattr(CalibratedPipeline, "predict_proba", forbidden)
+    result = train(small_features, TrainConfig(max_iter=20))
+    assert 0 < result.threshold <= 1 and result.validation.roc_auc > 0.75
+    assert score(result.model, small_features.head(50)).shape == (50,)
+
+
+def test_score_applies_the_served_value_checks(small_features):
+    result = train(small_features, TrainConfig(model_type="logreg"))
+    bad = small_features.head(20).copy()
+    bad.loc[bad.index[3], "hour_of_day"] = 25
+    with pytest.raises(InputError, match="hour_of_day") as failure:
+        score(result.model, bad)
+    assert failure.value.kind == "out_of_range"
+    assert score(result.model, small_features.head(0)).shape == (0,)

@@ -375,3 +375,59 @@ def test_cli_schedule_uses_the_weekly_cron_and_no_cache_for_external_data(monkey
     assert result.exit_code == 0, result.output
     (run,) = fake.recurring.values()
     assert run.kwargs["enable_caching"] is None
+
+
+def test_submit_training_run_uses_the_callers_settings(monkeypatch: pytest.MonkeyPatch):
+    from fraud_detection.settings import DriftSettings, settings_from
+
+    fake = FakeKfp()
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(kubeflow, "make_client", lambda *a, **k: calls.append((a, k)) or fake.client)
+    settings = settings_from(
+        DriftSettings,
+        {"FRAUD_KFP_ENDPOINT": "https://kfp.example", "FRAUD_KFP_NAMESPACE": "team", "FRAUD_KFP_TOKEN": SECRET_VALUE},
+    )
+    run_id = kubeflow.submit_training_run(settings, run_name="drift-retrain", reason="drift")
+    assert run_id.startswith("run-") and len(fake.runs) == 1
+    assert calls == [(("https://kfp.example",), {"token": SECRET_VALUE, "namespace": "team"})]
+    assert fake.runs[0]["job_name"].startswith("drift-retrain-")
+
+
+# split defaults: written once in fraud_detection.data.splits --------------------------------------------------
+
+
+def test_split_defaults_come_from_one_place(compiled):
+    import inspect
+
+    from components.build_features import build_features
+    from components.train_model import train_model
+    from components.validate_data import validate_data
+    from fraud_detection.data.splits import TRAINING_SPLIT
+
+    assert (TRAINING_SPLIT.train, TRAINING_SPLIT.delay, TRAINING_SPLIT.test) == (28, 7, 14)
+    _, spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["train_days"]["defaultValue"] == TRAINING_SPLIT.train
+    assert params["delay_days"]["defaultValue"] == TRAINING_SPLIT.delay
+    assert params["test_days"]["defaultValue"] == TRAINING_SPLIT.test
+    # Components ship their source alone (no module globals), so their defaults are literals: they must match.
+    for component in (train_model, validate_data):
+        signature = inspect.signature(component.python_func).parameters
+        assert signature["train_days"].default == TRAINING_SPLIT.train, component.name
+        assert signature["delay_days"].default == TRAINING_SPLIT.delay, component.name
+        assert signature["test_days"].default == TRAINING_SPLIT.test, component.name
+    assert inspect.signature(build_features.python_func).parameters["label_delay_days"].default == TRAINING_SPLIT.delay
+
+
+def test_every_component_source_runs_on_its_own():
+    """KFP runs a component from its source alone: a default naming a module global would fail in the pod."""
+    import importlib
+
+    names = sorted(p.stem for p in (REPO / "components").glob("*.py") if p.stem != "__init__")
+    assert names
+    for name in names:
+        component = getattr(importlib.import_module(f"components.{name}"), name)
+        source = component.component_spec.implementation.container.command[-1]
+        namespace: dict[str, Any] = {}
+        exec(compile(source, f"<{name}>", "exec"), namespace)
+        assert callable(namespace[name]), name

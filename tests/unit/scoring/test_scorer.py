@@ -100,6 +100,40 @@ def test_large_batches_are_chunked_without_changing_results(models, scorers, sma
     np.testing.assert_allclose(engine.margin(big[: engine.batch_rows - 1]), expected[: engine.batch_rows - 1])
 
 
+def test_forest_batches_use_sklearns_walk_and_give_the_numpy_walks_floats(models, scorers, small_features):
+    big = small_features.loc[:, list(schema.FEATURES)].to_numpy(np.float64)[:3000]
+    engine = scorers["rf"].engine
+    assert isinstance(engine, TreeEnsembleEngine) and engine.batch_raw is not None
+    numpy_walk = engine.value.take(engine.leaves(big)).sum(axis=1) + engine.base
+    np.testing.assert_array_equal(engine.raw(big), numpy_walk)  # bit for bit, whichever path a batch takes
+    np.testing.assert_array_equal(engine.raw(big[: engine.batch_rows - 1]), numpy_walk[: engine.batch_rows - 1])
+    np.testing.assert_allclose(engine.margin(big), models["rf"].model.margin(big), atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["hgb", "logreg", "rf"])
+def test_score_batch_is_the_served_path_without_the_request_limit(scorers, small_features, kind):
+    scorer = scorers[kind]
+    big = small_features.loc[:, list(schema.FEATURES)].to_numpy(np.float64)[:2000]
+    assert big.shape[0] > scorer.max_batch_size
+    with pytest.raises(InputError, match="exceeds the limit"):
+        scorer.check(big)
+    offline = scorer.score_batch(big)
+    served = np.concatenate([scorer.score(scorer.check(big[i : i + 500])).scores for i in range(0, len(big), 500)])
+    np.testing.assert_array_equal(offline, served)
+    np.testing.assert_array_equal(scorer.score_batch(big[:7]), scorer.score(scorer.check(big[:7])).scores)
+    assert scorer.score_batch(np.zeros((0, F))).shape == (0,)
+
+
+def test_score_batch_refuses_what_a_request_may_not_hold(scorers):
+    rows = np.repeat(_row(), 600, axis=0)
+    rows[555, schema.FEATURES.index("terminal_fraud_rate_7d")] = 1.5
+    with pytest.raises(InputError, match=r"'terminal_fraud_rate_7d'.*row 555") as err:
+        scorers["hgb"].score_batch(rows)
+    assert err.value.kind == "out_of_range"
+    with pytest.raises(InputError, match=r"expected \[N, 21\]"):
+        scorers["hgb"].score_batch(np.zeros((3, 5)))
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # sklearn side, extreme rows
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())

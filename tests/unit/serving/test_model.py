@@ -17,13 +17,22 @@ from kserve.model_repository import ModelRepository
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.infer_type import RequestedOutput
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from fraud_detection.data import schema
 from fraud_detection.model.bundle import BundleIntegrityError, load_bundle
 from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger, read_payload_log
 from fraud_detection.monitoring.telemetry import ServingMetrics
+from fraud_detection.settings import ServeSettings
 from fraud_detection.store.local import LocalStore
-from serving.__main__ import build_parser, default_host, find_bundle_dir, make_payload_logger_factory
+from serving.__main__ import (
+    build_parser,
+    default_host,
+    find_bundle_dir,
+    make_payload_logger_factory,
+    read_settings,
+)
+from serving.__main__ import main as serving_main
 from serving.model import FraudModel
 from serving.server import (
     TolerantDataPlane,
@@ -334,6 +343,41 @@ def test_flags_default_to_the_charts_environment():
     auto = build_parser({}).parse_args(["--model_dir", "d"])
     assert auto.payload_log == "auto" and auto.model_name == "fraud-detector" and auto.host == "127.0.0.1"
     assert make_payload_logger_factory(auto, settings=None) is None  # type: ignore[arg-type]
+
+
+def test_flags_defaults_come_from_serve_settings_not_os_environ(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FRAUD_STORE_URI", "s3://from-os-environ/p")
+    env = {
+        "FRAUD_MAX_BATCH_SIZE": "50",
+        "FRAUD_SCORER": "sklearn",
+        "FRAUD_PAYLOAD_LOG_ENABLED": "true",
+        "FRAUD_PAYLOAD_LOG_FLUSH_SECONDS": "2.5",
+        "FRAUD_PAYLOAD_LOG_MAX_ROWS": "70",
+        "FRAUD_PAYLOAD_LOG_URI": "az://payload-logs",
+        "FRAUD_MODEL_REF": "canary",
+        "FRAUD_LOG_LEVEL": "DEBUG",
+        "FRAUD_SERVING_HOST": "",
+    }
+    args = build_parser(env).parse_args([])
+    assert (args.max_batch_size, args.scorer, args.payload_log) == (50, "sklearn", "on")
+    assert (args.payload_log_flush_seconds, args.payload_log_max_rows, args.payload_log_uri) == (
+        2.5,
+        70,
+        "az://payload-logs",
+    )
+    assert (args.model_ref, args.log_level, args.host, args.store_uri) == ("canary", "DEBUG", "127.0.0.1", None)
+    settings = read_settings(env)
+    assert isinstance(settings, ServeSettings) and settings.store_uri == ".fraud/store"
+    with pytest.raises(ValidationError, match="max_batch_size"):
+        build_parser({"FRAUD_MAX_BATCH_SIZE": "many"})
+    with pytest.raises(ValidationError, match="scorer"):
+        build_parser({"FRAUD_SCORER": "fast"})
+
+
+def test_invalid_environment_exits_2_before_loading(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FRAUD_PAYLOAD_LOG_FLUSH_ROWS", "lots")
+    monkeypatch.setattr("serving.__main__.configure_logging", lambda *args, **kwargs: None)
+    assert serving_main(["--model_dir", "/nonexistent"]) == 2
 
 
 def test_model_dir_may_hold_the_bundle_or_one_bundle_folder(tiny_bundle: Path, tmp_path: Path):
