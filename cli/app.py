@@ -15,6 +15,7 @@ from rich.table import Table
 from cli import data as cli_data
 from cli import model as cli_model
 from cli import monitoring as cli_monitoring
+from cli import online as cli_online
 from cli import pipeline as cli_pipeline
 from cli import rollout as cli_rollout
 from cli.common import StoreOpt, console, err_console, guarded, settings_for, step
@@ -30,6 +31,7 @@ app.add_typer(
     cli_pipeline.app, name="pipeline", help="Kubeflow training pipeline: compile, run locally, submit, schedule."
 )
 app.add_typer(cli_rollout.app, name="rollout", help="Canary rollout with Prometheus-gated promotion or rollback.")
+app.add_typer(cli_online.app, name="online", help="Online feature store of raw-transaction scoring: backfill, labels.")
 
 
 @app.callback()
@@ -58,7 +60,7 @@ def demo(
 
     settings = settings_for(store)
     store_uri = settings.store_uri if "://" in settings.store_uri else str(Path(settings.store_uri).resolve())
-    run_cmd(store=store_uri, work_dir=work_dir / "pipeline")
+    run_cmd(store=store_uri, work_dir=work_dir / "pipeline", simulate=True)
 
     def body() -> None:
         with step("serving the production model, replaying drifted traffic, running the drift job"):
@@ -67,7 +69,16 @@ def demo(
         table = Table(title="laptop end to end: serve and monitor")
         table.add_column("what")
         table.add_column("result")
-        table.add_row("scored", f"{traffic.rows:,} transactions in {traffic.requests} v2 REST requests")
+        table.add_row(
+            "scored",
+            f"{traffic.rows:,} raw transactions (id, time, card, terminal, amount) in {traffic.requests} v2 REST "
+            "requests, features computed on the server from the online store",
+        )
+        table.add_row(
+            "served = offline features",
+            f"{traffic.features_equal:,} of {traffic.rows:,} rows "
+            f"(largest difference {traffic.max_feature_difference:.1e})",
+        )
         table.add_row("flagged", f"{traffic.flagged:,} ({traffic.caught} of {traffic.true_fraud} frauds caught)")
         seed = traffic.seed_response["predictions"][0]
         table.add_row("original project's v1 body", json.dumps({k: seed[k] for k in ("fraud_score", "is_fraud")}))

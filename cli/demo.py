@@ -1,7 +1,9 @@
-"""The laptop end-to-end run (``make run``) after the training pipeline: serve, replay traffic, check drift.
+"""The laptop end-to-end run (``make run``) after the training pipeline: serve raw transactions, check drift.
 
-The production model is served, a week of drifted traffic is replayed through it, and the drift job runs on what
-the server logged.
+The online feature store is backfilled from six weeks of simulated history, the production model is served with it,
+the first transactions of a drifted week are sent *raw* (id, time, card, terminal, amount) and scored with features
+computed on the server, which are checked against the offline features of the same transactions row by row; then the
+drift job runs on what the server logged.
 
 Everything stays on this machine: the model server listens on 127.0.0.1 on a free port and every request goes there.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -19,12 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cli.loopback import free_port, stop_process, wait_ready
 from fraud_detection.data import schema
 from fraud_detection.data.simulate import DriftConfig, SimulationConfig, simulate
-from fraud_detection.features.offline import build_features
+from fraud_detection.features.materialize import build_snapshot
+from fraud_detection.features.offline import FeatureConfig, build_features
+from fraud_detection.features.state.uri import open_online_store
 
 LOG = logging.getLogger(__name__)
 MODEL = "fraud-detector"
@@ -51,6 +57,8 @@ class TrafficSummary:
         caught: Flagged transactions that were fraud.
         seed_response: The v1 response to the original project's request body.
         explained: A v2 response with reason codes for the highest-scored row.
+        features_equal: Rows whose served features equal the offline features (to 1e-9).
+        max_feature_difference: Largest absolute difference between served and offline features.
     """
 
     requests: int
@@ -60,6 +68,8 @@ class TrafficSummary:
     caught: int
     seed_response: dict[str, Any]
     explained: dict[str, Any]
+    features_equal: int
+    max_feature_difference: float
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -70,61 +80,75 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
         return dict(json.loads(resp.read()))
 
 
-def drifted_traffic(n_rows: int = 5_000, seed: int = 11) -> pd.DataFrame:
-    """Feature rows of a simulated seven weeks whose last week drifts (inflated amounts, later hours, a new pattern).
+DRIFT_START_DAY = 42
+
+
+def drifted_history(seed: int = 11) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seven simulated weeks whose last week drifts (inflated amounts, later hours, a new pattern), with features.
 
     Args:
-        n_rows: Rows to sample from the drifted week.
         seed: Simulator seed (not the training data's).
 
     Returns:
-        Feature rows with labels.
+        (raw transactions in event order, their offline features).
     """
-    # Same population size as the default training data, another draw; 42 days of history warm the 30-day and
-    # delayed terminal windows up before the drifted week.
-    drift = DriftConfig(start_day=42, amount_factor=1.5, hour_shift_hours=4.0, new_fraud_rate=0.002)
+    drift = DriftConfig(start_day=DRIFT_START_DAY, amount_factor=1.5, hour_shift_hours=4.0, new_fraud_rate=0.002)
     raw = simulate(SimulationConfig(n_days=49, seed=seed, drift=drift))
-    frame = build_features(raw)
-    week = frame[frame[schema.EVENT_TIME] >= frame[schema.EVENT_TIME].min().floor("D") + pd.Timedelta(days=42)]
-    return week.sample(min(n_rows, len(week)), random_state=seed).sort_values(schema.EVENT_TIME)
+    raw = raw.sort_values(schema.EVENT_TIME, kind="stable").reset_index(drop=True)
+    return raw, build_features(raw)
 
 
-def replay(url: str, traffic: pd.DataFrame, batch: int = 50) -> TrafficSummary:
-    """Score the traffic through the v2 REST API in batches; send the seed body and one explained request.
+def split_at_drift(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the six weeks before the drift, the drifted week)."""
+    cut = raw[schema.EVENT_TIME].min().floor("D") + pd.Timedelta(days=DRIFT_START_DAY)
+    return raw[raw[schema.EVENT_TIME] < cut], raw[raw[schema.EVENT_TIME] >= cut]
+
+
+def _raw_body(rows: pd.DataFrame) -> dict[str, Any]:
+    def text(name: str, values: list[str]) -> dict[str, Any]:
+        return {"name": name, "datatype": "BYTES", "shape": [len(values)], "data": values}
+
+    return {
+        "inputs": [
+            text(schema.TRANSACTION_ID, rows[schema.TRANSACTION_ID].astype(str).tolist()),
+            text(schema.EVENT_TIME, [ts.isoformat() for ts in rows[schema.EVENT_TIME]]),
+            text(schema.CUSTOMER_ID, rows[schema.CUSTOMER_ID].astype(str).tolist()),
+            text(schema.TERMINAL_ID, rows[schema.TERMINAL_ID].astype(str).tolist()),
+            {"name": schema.AMOUNT, "datatype": "FP64", "shape": [len(rows)], "data": rows[schema.AMOUNT].tolist()},
+        ],
+        "parameters": {"return_features": True},
+    }
+
+
+def replay(url: str, live: pd.DataFrame, offline: pd.DataFrame, batch: int = 50) -> TrafficSummary:
+    """Send raw transactions in event order through the v2 REST API; compare the served features with the offline ones.
 
     Args:
         url: Server base URL (loopback).
-        traffic: Feature rows with labels and transaction ids.
-        batch: Rows per request.
+        live: Raw transactions (with labels), in event order.
+        offline: Offline features of the same transactions (same index).
+        batch: Rows per request (applied in order, each seeing the ones before it).
 
     Returns:
         A summary of the responses.
     """
     infer = f"{url}/v2/models/{MODEL}/infer"
-    flagged = caught = requests = 0
-    for start in range(0, len(traffic), batch):
-        rows = traffic.iloc[start : start + batch]
-        body = {
-            "inputs": [
-                {"name": f, "datatype": "FP64", "shape": [len(rows)], "data": rows[f].astype(float).tolist()}
-                for f in schema.FEATURES
-            ]
-            + [
-                {
-                    "name": schema.TRANSACTION_ID,
-                    "datatype": "BYTES",
-                    "shape": [len(rows)],
-                    "data": rows[schema.TRANSACTION_ID].astype(str).tolist(),
-                }
-            ]
-        }
-        outputs = {o["name"]: o["data"] for o in _post(infer, body)["outputs"]}
-        decisions = [bool(d) for d in outputs["is_fraud"]]
+    flagged = caught = requests = equal = 0
+    worst = 0.0
+    for start in range(0, len(live), batch):
+        rows = live.iloc[start : start + batch]
+        outputs = {o["name"]: o for o in _post(infer, _raw_body(rows))["outputs"]}
+        served = np.asarray(outputs["features"]["data"], dtype=np.float64).reshape(len(rows), len(schema.FEATURES))
+        expected = offline.loc[rows.index, list(schema.FEATURES)].to_numpy(dtype=np.float64)
+        diff = np.abs(served - expected).max(axis=1)
+        equal += int((diff <= 1e-9).sum())
+        worst = max(worst, float(diff.max()))
+        decisions = [bool(d) for d in outputs["is_fraud"]["data"]]
         labels = rows[schema.LABEL].astype(bool).tolist()
         flagged += sum(decisions)
         caught += sum(d and y for d, y in zip(decisions, labels, strict=True))
         requests += 1
-    top = traffic.iloc[[int(traffic[schema.AMOUNT].to_numpy().argmax())]]
+    top = offline.loc[[live[schema.AMOUNT].idxmax()]]
     explained = _post(
         infer,
         {
@@ -134,11 +158,13 @@ def replay(url: str, traffic: pd.DataFrame, batch: int = 50) -> TrafficSummary:
         },
     )  # fmt: skip
     seed = _post(f"{url}/v1/models/{MODEL}:predict", SEED_BODY)
-    return TrafficSummary(requests, len(traffic), flagged, int(traffic[schema.LABEL].sum()), caught, seed, explained)
+    return TrafficSummary(
+        requests, len(live), flagged, int(live[schema.LABEL].sum()), caught, seed, explained, equal, worst
+    )
 
 
 def serve_and_monitor(store_uri: str, work_dir: Path, n_rows: int = 5_000) -> dict[str, Any]:
-    """Serve the production model on loopback, replay drifted traffic, stop the server, run the drift job.
+    """Backfill the online store, serve the production model with it, send raw transactions, run the drift job.
 
     Args:
         store_uri: The store holding the production alias (local directory or s3://).
@@ -152,7 +178,15 @@ def serve_and_monitor(store_uri: str, work_dir: Path, n_rows: int = 5_000) -> di
     from monitoring.drift_job import run_from_settings
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    traffic = drifted_traffic(n_rows)
+    raw, offline = drifted_history()
+    history, week = split_at_drift(raw)
+    live = week.head(n_rows)
+    online_dir = work_dir / "online"
+    shutil.rmtree(online_dir, ignore_errors=True)  # a fresh state for the same simulated history
+    LOG.info("backfilling the online store %s from %d transactions of history", online_dir, len(history))
+    store = open_online_store(str(online_dir), FeatureConfig().label_delay_days)
+    store.load(build_snapshot(history, FeatureConfig().label_delay_days)[0])
+    store.close()
     http_port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{http_port}"
     log_path = work_dir / "serving.log"
@@ -161,6 +195,7 @@ def serve_and_monitor(store_uri: str, work_dir: Path, n_rows: int = 5_000) -> di
         "--http_port", str(http_port), "--grpc_port", str(grpc_port),
         "--store_uri", store_uri, "--model_ref", "production",
         "--payload_log", "on", "--payload_log_flush_seconds", "2",
+        "--online_store", str(online_dir),
     ]  # fmt: skip
     LOG.info("starting the model server on %s (log %s)", url, log_path)
     env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
@@ -168,8 +203,8 @@ def serve_and_monitor(store_uri: str, work_dir: Path, n_rows: int = 5_000) -> di
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         wait_ready(proc, f"{url}/v2/health/ready", name="the model server", log_path=log_path, timeout=120)
-        LOG.info("replaying %d drifted transactions through the v2 REST API", len(traffic))
-        summary = replay(url, traffic)
+        LOG.info("sending %d raw transactions of the drifted week through the v2 REST API", len(live))
+        summary = replay(url, live, offline)
     finally:
         stop_process(proc, timeout=60)  # the server flushes its payload log on shutdown
     LOG.info(

@@ -61,11 +61,20 @@ def drift(
 def labels_ingest(
     file: Annotated[Path, typer.Argument(help="CSV or Parquet with transaction_id, is_fraud, reported_at.")],
     store: Annotated[str | None, typer.Option("--store", help="Store (default FRAUD_STORE_URI).")] = None,
+    online: Annotated[
+        str | None,
+        typer.Option(
+            "--online",
+            help="Also apply them to the online feature store's terminal fraud counts (default FRAUD_ONLINE_STORE; "
+            "none: not applied).",
+        ),
+    ] = None,
 ) -> None:
-    """Store a batch of delayed labels; the drift job joins them to logged predictions."""
+    """Store delayed labels for the drift job; with an online store, add them to the terminals' fraud counts too."""
     from cli.common import guarded
+    from fraud_detection.features.state.uri import open_online_store
     from fraud_detection.monitoring.labels import ingest_labels, read_label_file
-    from fraud_detection.settings import DriftSettings
+    from fraud_detection.settings import DriftSettings, OnlineSettings
     from fraud_detection.store.uri import open_configured_store
 
     def body() -> None:
@@ -74,6 +83,22 @@ def labels_ingest(
         # --store puts everything there; else the labels go beside the payload log.
         key = ingest_labels(open_configured_store(settings, store or settings.payload_log_uri), labels)
         typer.echo(key)
+        online_settings = OnlineSettings()
+        uri = online or online_settings.online_store
+        if uri:
+            secret = online_settings.online_store_password
+            state = open_online_store(
+                uri, online_settings.label_delay_days, password=secret.get_secret_value() if secret else None
+            )
+            try:
+                pairs = zip(labels["transaction_id"].astype(str), labels["is_fraud"].astype(int), strict=True)
+                outcome = state.apply_labels(list(pairs))
+            finally:
+                state.close()
+            typer.echo(
+                f"online store {state.uri}: {outcome.applied} applied, {outcome.unchanged} unchanged, "
+                f"{outcome.unknown} unknown transactions"
+            )
 
     guarded(body)
 

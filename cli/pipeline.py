@@ -149,6 +149,7 @@ def run_cmd(
     max_cp_loss: Annotated[float, typer.Option(help="CP@100 loss tolerated against production.")] = 0.0,
     column_map: Annotated[str, typer.Option(help="Column renames SRC=DST,SRC=DST.")] = "",
     cache: Annotated[bool, typer.Option(help="Reuse the data steps' outputs when their inputs are unchanged.")] = True,
+    simulate: SimulateOpt = False,
 ) -> None:
     """Run the whole training DAG here through kfp.local, printing each step; register only a better model."""
 
@@ -160,6 +161,8 @@ def run_cmd(
         if data is not None and any(v is not None for v in (customers, terminals, days)):
             raise ValueError("--data and --customers/--terminals/--days are exclusive: read data or simulate it")
         settings = settings_for()
+        sizes = any(v is not None for v in (customers, terminals, days))
+        source = _training_source(data, simulate or sizes, settings.training_data if not sizes else None)
         store_uri = store or settings.store_uri
         if "://" not in store_uri:
             store_uri = str(Path(store_uri).resolve())
@@ -179,11 +182,15 @@ def run_cmd(
             "store_uri": store_uri,
             "model_name": settings.model_name,
         }
-        if data is not None:
-            if not data.startswith("s3://") and not Path(data).exists():
-                raise ValueError(f"--data {data}: no such file or directory")
-            source = data if data.startswith("s3://") else str(Path(data).resolve())
-            arguments |= {"data_source": source, "source_version": _fingerprint(data)}
+        if source == PAYLOAD_LOG:
+            arguments |= {"data_source": source, "source_version": _source_version(source, "")}
+            if days is None:
+                arguments["n_days"] = 183  # days of scoring history read
+        elif source is not None:
+            if not source.startswith("s3://") and not Path(source).exists():
+                raise ValueError(f"--data {source}: no such file or directory")
+            resolved = source if source.startswith("s3://") else str(Path(source).resolve())
+            arguments |= {"data_source": resolved, "source_version": _fingerprint(source)}
         LOG.info("running fraud-training locally (store %s, work dir %s)", store_uri, work_dir)
         result = run_local(arguments, work_dir, enable_caching=cache, on_event=_log_event)
         production = open_registry(settings, store_uri).get_alias("production")
@@ -227,6 +234,49 @@ def _kfp_client(settings: PipelineSettings) -> Any:
     return make_configured_client(settings)
 
 
+SimulateOpt = Annotated[
+    bool, typer.Option("--simulate", help="Train on simulated transactions (never the default: say so).")
+]
+PAYLOAD_LOG = "payload-log"
+
+
+def _training_source(data: str | None, simulate: bool, configured: str | None) -> str | None:
+    """What a run trains on: --data, else FRAUD_TRAINING_DATA, else simulation only when asked for.
+
+    Args:
+        data: ``--data``.
+        simulate: ``--simulate`` (or simulation sizes) was given.
+        configured: The ``FRAUD_TRAINING_DATA`` setting.
+
+    Returns:
+        The data source, or None to simulate.
+
+    Raises:
+        ValueError: Nothing to train on was given or configured, or both data and simulation were asked for.
+    """
+    if data and simulate:
+        raise ValueError("--data and --simulate are exclusive: read data or simulate it")
+    if data or simulate:
+        return data or None
+    if configured:
+        return configured
+    raise ValueError(
+        "no training data: give --data (a path, an s3:// URI, or payload-log for what the server scored plus the "
+        "labels), set FRAUD_TRAINING_DATA, or pass --simulate to train on simulated transactions"
+    )
+
+
+def _source_version(source: str | None, given: str) -> str:
+    """The data steps' cache key: given, a digest of local data, or the time for the ever-growing payload log."""
+    if given or source is None:
+        return given
+    if source == PAYLOAD_LOG:
+        from datetime import UTC, datetime
+
+        return f"read-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    return ""
+
+
 def _run_params(package: Path, data: str | None, source_version: str, params: list[str] | None) -> dict[str, Any]:
     from pipelines.kubeflow import parse_params
 
@@ -252,6 +302,7 @@ def submit_cmd(
     service_account: ServiceAccountOpt = "fraud-pipeline-runner",
     wait: Annotated[bool, typer.Option(help="Wait for the run to finish; exit non-zero unless it succeeded.")] = False,
     timeout_minutes: Annotated[int, typer.Option(min=1, help="How long --wait waits.")] = 120,
+    simulate: SimulateOpt = False,
 ) -> None:
     """Upload the pipeline to Kubeflow (a version per distinct package) and start a run."""
 
@@ -263,11 +314,12 @@ def submit_cmd(
 
         settings = settings_for()
         client = _kfp_client(settings)
+        source = _training_source(data, simulate, settings.training_data)
         with _package(package, _build_options(image, secret_name, config_map)) as path:
             run_id = submit(
                 client,
                 path,
-                params=_run_params(path, data, source_version, param),
+                params=_run_params(path, source, _source_version(source, source_version), param),
                 run_name=run_name or f"fraud-training-{datetime.now(UTC):%Y%m%d-%H%M%S}",
                 experiment=experiment,
                 namespace=settings.kfp_namespace,
@@ -306,6 +358,7 @@ def schedule_cmd(
     config_map: ConfigMapOpt = "fraud-detection-pipeline",
     experiment: ExperimentOpt = "fraud-detection",
     service_account: ServiceAccountOpt = "fraud-pipeline-runner",
+    simulate: SimulateOpt = False,
 ) -> None:
     """Create or update the weekly recurring training run (idempotent: one recurring run per name)."""
 
@@ -316,8 +369,10 @@ def schedule_cmd(
         normalised = check_cron(cron)
         settings = settings_for()
         client = _kfp_client(settings)
+        source = _training_source(data, simulate, settings.training_data)
         with _package(package, _build_options(image, secret_name, config_map)) as path:
-            params = _run_params(path, data, source_version, param)
+            # A recurring run keeps its parameters: no read-time cache key (caching is off with a data source).
+            params = _run_params(path, source, source_version, param)
             result = schedule(
                 client,
                 path,

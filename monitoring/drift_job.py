@@ -49,6 +49,7 @@ def run_from_settings(
         drift_share=settings.drift_share,
         retrain_on_drift=settings.drift_retrain,
         ap_floor=settings.drift_ap_floor,
+        identifier_key=settings.identifier_key.get_secret_value().encode() if settings.identifier_key else None,
     )
     gateway = pushgateway_url or settings.pushgateway_url
     model_store = open_configured_store(settings, store)
@@ -72,14 +73,27 @@ def run_from_settings(
 
 
 def _retrain_trigger(settings: DriftSettings) -> Callable[[list[str]], bool] | None:
-    """A callable starting the training pipeline on Kubeflow, or None when no endpoint is configured."""
+    """A callable starting the training pipeline on Kubeflow on the configured training data, or None.
+
+    None when no endpoint is configured, retraining is off, or no training data source is configured: retraining
+    never falls back to simulated data.
+    """
     if not settings.kfp_endpoint or not settings.drift_retrain:
+        return None
+    data_source = settings.training_data
+    if not data_source:
+        LOG.warning(
+            "retraining is on but FRAUD_TRAINING_DATA is not set (payload-log, or a path or s3:// URI of the "
+            "transaction export): the drift job will not start training runs"
+        )
         return None
 
     def retrain(reasons: list[str]) -> bool:
         from pipelines.kubeflow import submit_training_run
 
-        run_id = submit_training_run(settings, run_name="drift-retrain", reason="; ".join(reasons))
+        run_id = submit_training_run(
+            settings, run_name="drift-retrain", data_source=data_source, reason="; ".join(reasons)
+        )
         LOG.info("started retraining run %s on %s", run_id, settings.kfp_endpoint)
         return True
 

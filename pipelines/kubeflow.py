@@ -329,13 +329,14 @@ def _recurring_runs(client: Any, experiment_id: str, name: str) -> list[Any]:
             return found
 
 
-def submit_training_run(settings: KubeflowConfig, *, run_name: str, reason: str = "") -> str:
+def submit_training_run(settings: KubeflowConfig, *, run_name: str, data_source: str, reason: str = "") -> str:
     """Compile the training pipeline and start one run on the configured Kubeflow (the drift job's retrain trigger).
 
     Args:
         settings: The caller's settings with ``kfp_endpoint`` (and optional token, namespace), e.g.
             :class:`fraud_detection.settings.DriftSettings`.
         run_name: Display name prefix of the run (a UTC timestamp is appended).
+        data_source: What the run trains on (``payload-log``, a path or ``s3://`` URI); never simulated data.
         reason: Why the run is started (logged).
 
     Returns:
@@ -353,7 +354,7 @@ def submit_training_run(settings: KubeflowConfig, *, run_name: str, reason: str 
         return submit(
             client,
             package,
-            params={},
+            params={"data_source": data_source},
             run_name=f"{run_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
             namespace=settings.kfp_namespace,
             service_account="fraud-pipeline-runner",

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from fraud_detection.features.service import OnlineFeatures
+from fraud_detection.features.state.uri import open_online_store
 from fraud_detection.model.bundle import MANIFEST_FILE, Bundle, BundleIntegrityError, load_bundle
 from fraud_detection.model.registry import open_registry
 from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger
@@ -138,6 +140,18 @@ def build_parser(env: Mapping[str, str], settings: ServeSettings | None = None) 
         "--expected_version",
         default=settings.model_version,
         help="warn when the loaded bundle has another version",
+    )
+    parser.add_argument(
+        "--online_store",
+        default=settings.online_store,
+        help="online feature store for raw transactions: redis://host:port/db or a directory (embedded store); "
+        "without it raw transactions get a 400",
+    )
+    parser.add_argument(
+        "--online_store_unavailable",
+        choices=("reject", "degraded"),
+        default=settings.online_store_unavailable,
+        help="when the online store is down: 503, or score without history (marked degraded)",
     )
     parser.add_argument("--log_level", default=settings.log_level)
     parser.add_argument(
@@ -286,12 +300,42 @@ def make_payload_logger_factory(
         flush_seconds=args.payload_log_flush_seconds,
         max_buffer_rows=max(args.payload_log_max_rows, args.payload_log_flush_rows),
         log_identifiers=args.payload_log_identifiers,
+        identifier_key=settings.identifier_key.get_secret_value().encode() if settings.identifier_key else None,
     )
     store = LazyStore(lambda: open_configured_store(settings, uri), uri)
 
     def factory(version: str, on_drop: Callable[[int], None]) -> PayloadLogger:
         LOG.info("payload log to %s/payload-logs/%s (identifiers %s)", uri, args.model_name, config.log_identifiers)
         return PayloadLogger(store, args.model_name, version, config, on_drop=on_drop)
+
+    return factory
+
+
+def make_online_factory(args: argparse.Namespace, settings: ServeSettings) -> Callable[[int], OnlineFeatures] | None:
+    """The online features raw transactions are scored with, or None without ``--online_store``.
+
+    Args:
+        args: Parsed flags.
+        settings: Serving settings (the Redis password).
+
+    Returns:
+        A factory taking the bundle's label delay.
+    """
+    if not args.online_store:
+        return None
+    password = settings.online_store_password.get_secret_value() if settings.online_store_password else None
+
+    def factory(label_delay_days: int) -> OnlineFeatures:
+        store = open_online_store(args.online_store, label_delay_days, password=password)
+        LOG.info(
+            "online feature store %s (label delay %d days; when unavailable: %s)",
+            store.uri,
+            label_delay_days,
+            args.online_store_unavailable,
+        )
+        return OnlineFeatures(
+            store, label_delay_days, degraded_when_unavailable=args.online_store_unavailable == "degraded"
+        )
 
     return factory
 
@@ -336,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         max_batch_size=args.max_batch_size,
         payload_logger_factory=make_payload_logger_factory(args, settings),
         compiled=args.scorer == "compiled",
+        online_factory=make_online_factory(args, settings),
     )
     try:
         model.load()

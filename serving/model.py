@@ -8,6 +8,7 @@ format is documented in docs/SERVING.md and by the golden files in tests/fixture
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -17,9 +18,13 @@ from typing import Any
 import numpy as np
 import orjson
 from kserve import InferOutput, InferRequest, InferResponse, Model
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ServerNotReady
 
 from fraud_detection.data import schema
+from fraud_detection.features.online import RawTransaction
+from fraud_detection.features.seed import SEED_COMPLETION
+from fraud_detection.features.service import FeatureBatch, OnlineFeatures
+from fraud_detection.features.state.base import OnlineStoreUnavailableError
 from fraud_detection.model.bundle import Bundle
 from fraud_detection.monitoring.payload_log import PayloadLogger
 from fraud_detection.monitoring.telemetry import BoundServingMetrics, ServingMetrics
@@ -30,8 +35,11 @@ from serving.codec import (
     Tensor,
     identifiers_from_records,
     identifiers_from_tensors,
+    is_raw_request,
     matrix_from_records,
     matrix_from_tensors,
+    raw_from_records,
+    raw_from_tensors,
 )
 
 LOG = logging.getLogger(__name__)
@@ -39,11 +47,48 @@ LOG = logging.getLogger(__name__)
 SCORE_OUTPUT = "fraud_score"
 DECISION_OUTPUT = "is_fraud"
 REASONS_OUTPUT = "reason_codes"
-OUTPUTS: tuple[str, ...] = (SCORE_OUTPUT, DECISION_OUTPUT, REASONS_OUTPUT)
+FEATURES_OUTPUT = "features"
+OUTPUTS: tuple[str, ...] = (SCORE_OUTPUT, DECISION_OUTPUT, REASONS_OUTPUT, FEATURES_OUTPUT)
 #: Outputs returned when a v2 request names none (reason codes cost extra: ask for them).
 DEFAULT_OUTPUTS: tuple[str, ...] = (SCORE_OUTPUT, DECISION_OUTPUT)
 #: Keys a v1 body may have.
-V1_KEYS: frozenset[str] = frozenset({"instances", "features", "reason_codes", "id"})
+V1_KEYS: frozenset[str] = frozenset({"instances", "features", "reason_codes", "return_features", "id"})
+#: Request parameter asking for the feature vector each row was scored with.
+RETURN_FEATURES = "return_features"
+
+
+class OnlineStoreDownError(ServerNotReady):
+    """The online store is unavailable: HTTP 503 / gRPC UNAVAILABLE with the reason (never a 500)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = f"online feature store unavailable: {detail}"
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True)
+class RawScoring:
+    """A raw-transaction request after :meth:`FraudModel.preprocess`: its rows and their served features.
+
+    Attributes:
+        request: The original request (v2 ``InferRequest`` or the decoded v1 body).
+        transactions: Its rows.
+        batch: Their features from the online store.
+    """
+
+    request: InferRequest | Mapping[str, Any]
+    transactions: tuple[RawTransaction, ...]
+    batch: FeatureBatch
+
+    def identifiers(self) -> dict[str, list[str]]:
+        """The rows' identifiers (hashed or dropped by the payload log as configured)."""
+        return {
+            schema.TRANSACTION_ID: [tx.transaction_id for tx in self.transactions],
+            schema.CUSTOMER_ID: [tx.customer_id for tx in self.transactions],
+            schema.TERMINAL_ID: [tx.terminal_id for tx in self.transactions],
+        }
 
 
 @dataclass(frozen=True)
@@ -74,6 +119,8 @@ class FraudModel(Model):
         payload_logger_factory: Called with the loaded version and a callback counting dropped rows; returns the
             payload logger (or None to disable it).
         compiled: Use the compiled scorer when the model allows it.
+        online_factory: Called with the bundle's label delay; returns the online features that raw transactions are
+            scored with (None: raw transactions get a 400).
     """
 
     def __init__(
@@ -85,8 +132,11 @@ class FraudModel(Model):
         max_batch_size: int = 1_000,
         payload_logger_factory: Callable[[str, Callable[[int], None]], PayloadLogger | None] | None = None,
         compiled: bool = True,
+        online_factory: Callable[[int], OnlineFeatures] | None = None,
     ) -> None:
         super().__init__(name)
+        self._online_factory = online_factory
+        self.online: OnlineFeatures | None = None
         self._loader = loader
         self._metrics = metrics
         self._max_batch_size = max_batch_size
@@ -115,6 +165,8 @@ class FraudModel(Model):
         warm = scorer.warm_up()
         if not (np.isfinite(warm.scores).all() and warm.reason_codes):
             raise RuntimeError(f"warm-up prediction of {meta.version} failed: {warm.scores}")
+        if self._online_factory is not None:
+            self.online = self._online_factory(meta.training.label_delay_days)
         self.loaded = LoadedModel(scorer, meta.version, scorer.threshold, bundle.manifest_sha256)
         self.bound_metrics = self._metrics.bind(self.name, meta.version, scorer.threshold)
         self._parameters = {"model_version": meta.version, "threshold": f"{scorer.threshold:.6g}"}
@@ -134,10 +186,24 @@ class FraudModel(Model):
         return self.ready
 
     def stop(self) -> None:
-        """Flush the payload log and mark the model not ready."""
+        """Flush the payload log, close the online store and mark the model not ready."""
         if self.payload_logger is not None:
             self.payload_logger.close()
+        if self.online is not None:
+            self.online.store.close()
         self.ready = False
+
+    async def healthy(self) -> bool:
+        """Ready when loaded and, for a server with an online store, when the store answers.
+
+        Returns:
+            Whether the model can serve (``/v2/health/ready``, ``/v2/models/<name>/ready``).
+        """
+        if not self.ready:
+            return False
+        if self.online is None or self.online.degraded_when_unavailable:
+            return True
+        return await asyncio.to_thread(self.online.healthy)
 
     # -- metadata -------------------------------------------------------------------------------------------
     def get_input_types(self) -> list[dict[str, Any]]:
@@ -163,6 +229,64 @@ class FraudModel(Model):
         ]
 
     # -- inference ------------------------------------------------------------------------------------------
+    async def preprocess(
+        self, payload: InferRequest | dict[str, Any] | bytes, headers: dict[str, str] | None = None
+    ) -> InferRequest | dict[str, Any] | bytes | RawScoring:
+        """Turn a raw-transaction request into its features from the online store; pass anything else through.
+
+        The store call runs in a worker thread, so a slow store never blocks the event loop.
+
+        Args:
+            payload: Decoded request.
+            headers: Request headers.
+
+        Returns:
+            A :class:`RawScoring` for raw transactions, else the payload (a v1 body decoded from bytes).
+
+        Raises:
+            InvalidInput: The raw transactions break the input contract, or no online store is configured.
+            OnlineStoreDownError: The online store is unavailable (and degraded scoring is off).
+        """
+        if self.loaded is None:
+            return payload
+        try:
+            if isinstance(payload, bytes | bytearray | memoryview):
+                payload = _json_body(payload)
+            transactions = self._raw_transactions(payload, self.loaded.scorer.max_batch_size)
+            if transactions is None:
+                return payload
+            if self.online is None:
+                raise InputError(
+                    "raw transactions need an online feature store, and this server has none: start it with "
+                    "--online_store (FRAUD_ONLINE_STORE), or send the features",
+                    kind="format",
+                )
+        except InputError as exc:
+            raise InvalidInput(str(exc)) from exc
+        try:
+            batch = await asyncio.to_thread(self.online.compute, transactions)
+        except OnlineStoreUnavailableError as exc:
+            if self.bound_metrics is not None:
+                self.bound_metrics.online_store_failure()
+            LOG.warning("%s", exc)
+            raise OnlineStoreDownError(str(exc)) from exc
+        if batch.degraded and self.bound_metrics is not None:
+            self.bound_metrics.online_store_failure(degraded_rows=len(transactions))
+        assert isinstance(payload, InferRequest | Mapping)  # bytes were decoded above
+        return RawScoring(payload, tuple(transactions), batch)
+
+    @staticmethod
+    def _raw_transactions(payload: Any, max_rows: int) -> list[RawTransaction] | None:
+        if isinstance(payload, InferRequest):
+            if not is_raw_request([str(inp.name) for inp in payload.inputs]):
+                return None
+            return raw_from_tensors([_tensor(inp) for inp in payload.inputs], max_rows)
+        if isinstance(payload, Mapping) and isinstance(payload.get("instances"), list):
+            records = payload["instances"]
+            if records and isinstance(records[0], Mapping) and is_raw_request(list(records[0])):
+                return raw_from_records(records, max_rows)
+        return None
+
     def predict(
         self,
         payload: InferRequest | dict[str, Any] | bytes,
@@ -185,22 +309,38 @@ class FraudModel(Model):
         if self.loaded is None:
             raise RuntimeError(f"model {self.name} is not loaded")
         try:
+            if isinstance(payload, RawScoring):
+                if isinstance(payload.request, InferRequest):
+                    return self._predict_v2(self.loaded, payload.request, headers, payload)
+                return self._predict_v1(self.loaded, dict(payload.request), headers, payload)
             if isinstance(payload, InferRequest):
                 return self._predict_v2(self.loaded, payload, headers)
             return self._predict_v1(self.loaded, payload, headers)
         except InputError as exc:
             raise InvalidInput(str(exc)) from exc
 
-    def _predict_v2(self, loaded: LoadedModel, request: InferRequest, headers: dict[str, str] | None) -> InferResponse:
+    def _predict_v2(
+        self,
+        loaded: LoadedModel,
+        request: InferRequest,
+        headers: dict[str, str] | None,
+        raw: RawScoring | None = None,
+    ) -> InferResponse:
         scorer = loaded.scorer
-        tensors = [_tensor(inp) for inp in request.inputs]
         requested = _requested_outputs(request)
-        X = matrix_from_tensors(scorer, tensors)
-        ids = identifiers_from_tensors(tensors, X.shape[0]) if any(t.name in IDENTIFIERS for t in tensors) else None
+        if raw is not None:
+            X = scorer.validate(raw.batch.matrix)
+            ids: Mapping[str, Any] | None = raw.identifiers()
+        else:
+            tensors = [_tensor(inp) for inp in request.inputs]
+            X = matrix_from_tensors(scorer, tensors)
+            ids = identifiers_from_tensors(tensors, X.shape[0]) if any(t.name in IDENTIFIERS for t in tensors) else None
+        if _flag(request.parameters, RETURN_FEATURES) and FEATURES_OUTPUT not in requested:
+            requested.append(FEATURES_OUTPUT)
         explain = REASONS_OUTPUT in requested
         result = scorer.score(X, explain=explain)
         request_id = _request_id(request.id, headers)
-        self._record(X, result, request_id, ids, None)
+        self._record(X, result, request_id, ids, None, raw)
         n = X.shape[0]
         outputs = []
         for name in requested:
@@ -208,9 +348,11 @@ class FraudModel(Model):
                 data, datatype = result.scores.astype(np.float32), "FP32"
             elif name == DECISION_OUTPUT:
                 data, datatype = np.asarray(result.decisions, dtype=bool), "BOOL"
+            elif name == FEATURES_OUTPUT:
+                data, datatype = np.ascontiguousarray(X, dtype=np.float64), "FP64"
             else:
                 data, datatype = np.array([s.encode() for s in result.reason_codes_json()], dtype=np.object_), "BYTES"
-            output = InferOutput(name, [n], datatype)
+            output = InferOutput(name, list(data.shape) if name == FEATURES_OUTPUT else [n], datatype)
             if request.from_grpc:
                 # KServe 0.21's to_grpc() tests `output.data` for truth, which fails for numpy arrays: hand it the
                 # raw bytes instead (what it would send anyway).
@@ -222,6 +364,7 @@ class FraudModel(Model):
         if explain:
             parameters["reason_code_method"] = scorer.explanation_method
             parameters["reason_code_baseline"] = f"{scorer.baseline_score:.6g}"
+        parameters |= _raw_parameters(raw)
         return InferResponse(
             response_id=request_id,
             model_name=self.name,
@@ -233,14 +376,15 @@ class FraudModel(Model):
         )
 
     def _predict_v1(
-        self, loaded: LoadedModel, body: dict[str, Any] | bytes, headers: dict[str, str] | None
+        self,
+        loaded: LoadedModel,
+        body: dict[str, Any] | bytes,
+        headers: dict[str, str] | None,
+        raw: RawScoring | None = None,
     ) -> dict[str, Any]:
         scorer = loaded.scorer
         if isinstance(body, bytes | bytearray | memoryview):
-            try:
-                body = orjson.loads(bytes(body))
-            except orjson.JSONDecodeError as exc:
-                raise InputError(f"request body is not JSON: {exc}") from exc
+            body = _json_body(body)
         if not isinstance(body, Mapping):
             raise InputError(
                 f"request body must be a JSON object with 'instances' or 'features', got {type(body).__name__}"
@@ -257,6 +401,9 @@ class FraudModel(Model):
         explain = body.get("reason_codes", False)
         if not isinstance(explain, bool):
             raise InputError("'reason_codes' must be true or false", field="reason_codes")
+        with_features = body.get(RETURN_FEATURES, False)
+        if not isinstance(with_features, bool):
+            raise InputError(f"'{RETURN_FEATURES}' must be true or false", field=RETURN_FEATURES)
         if "features" in body:
             records = [body["features"]]
             if not isinstance(records[0], Mapping):
@@ -265,16 +412,19 @@ class FraudModel(Model):
             records = body["instances"]
             if not isinstance(records, list):
                 raise InputError("'instances' must be a list", field="instances")
-        if records and all(isinstance(r, list) for r in records):
+        imputed: list[list[str]] = [[] for _ in records]
+        ids: Mapping[str, Any] | None = None
+        if raw is not None:
+            X = scorer.validate(raw.batch.matrix)
+            ids = raw.identifiers()
+        elif records and all(isinstance(r, list) for r in records):
             X = scorer.check(_rows(records, scorer.n_features))
-            imputed: list[list[str]] = [[] for _ in records]
-            ids = None
         else:
             X, imputed = matrix_from_records(scorer, records, required=schema.SEED_FEATURES)
             ids = identifiers_from_records(records) or None
         result = scorer.score(X, explain=explain)
         request_id = _request_id(body.get("id"), headers)
-        self._record(X, result, request_id, ids, imputed)
+        self._record(X, result, request_id, ids, imputed, raw)
         codes = result.reason_codes or []
         predictions = []
         for i in range(X.shape[0]):
@@ -284,6 +434,8 @@ class FraudModel(Model):
             }
             if explain:
                 item[REASONS_OUTPUT] = [rc.to_dict() for rc in codes[i]]
+            if with_features:
+                item[FEATURES_OUTPUT] = dict(zip(schema.FEATURES, X[i].tolist(), strict=True))
             if imputed[i]:
                 item["imputed_features"] = imputed[i]
             predictions.append(item)
@@ -295,10 +447,11 @@ class FraudModel(Model):
             "predictions": predictions,
         }
         if any(imputed):
-            response["imputed_from"] = "reference medians of the model bundle"
+            response["imputed_from"] = SEED_COMPLETION
         if explain:
             response["reason_code_method"] = scorer.explanation_method
             response["reason_code_baseline"] = round(scorer.baseline_score, 6)
+        response |= _raw_parameters(raw)
         return response
 
     def _record(
@@ -308,13 +461,55 @@ class FraudModel(Model):
         request_id: str,
         ids: Mapping[str, Any] | None,
         imputed: list[list[str]] | None,
+        raw: RawScoring | None = None,
     ) -> None:
         if self.bound_metrics is not None:
             self.bound_metrics.scored(result.scores.tolist(), result.decisions.tolist())
         if self.payload_logger is not None:
             self.payload_logger.log(
-                X, result.scores, result.decisions, request_id=request_id, identifiers=ids, imputed=imputed
+                X,
+                result.scores,
+                result.decisions,
+                request_id=request_id,
+                identifiers=ids,
+                imputed=imputed,
+                event_times=[tx.seconds for tx in raw.transactions] if raw is not None else None,
             )
+
+
+def _json_body(body: bytes | bytearray | memoryview) -> Any:
+    try:
+        return orjson.loads(bytes(body))
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"request body is not JSON: {exc}") from exc
+
+
+def _flag(parameters: Any, name: str) -> bool:
+    """A boolean request parameter (REST gives a bool or a string, gRPC an ``InferParameter``)."""
+    if not parameters or name not in parameters:
+        return False
+    value = parameters[name]
+    value = (
+        getattr(value, "bool_param", getattr(value, "string_param", value))
+        if not isinstance(value, bool | str)
+        else value
+    )
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)
+
+
+def _raw_parameters(raw: RawScoring | None) -> dict[str, Any]:
+    """What a raw-transaction response says about its features (source, retries, degraded mode)."""
+    if raw is None:
+        return {}
+    out: dict[str, Any] = {"features_source": "online"}
+    retried = sum(raw.batch.retried)
+    if retried:
+        out["retried_rows"] = retried
+    if raw.batch.degraded:
+        out["features_source"] = "degraded: online store unavailable, features computed without history"
+    return out
 
 
 def _tensor(inp: Any) -> Tensor:

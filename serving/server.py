@@ -28,7 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from grpc import aio
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
-from kserve.errors import InferenceError, InvalidInput, ModelNotFound
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ServerNotReady
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
@@ -75,12 +75,15 @@ def error_kind(status: int) -> str | None:
         status: HTTP status code.
 
     Returns:
-        ``not_found`` (404), ``validation`` (other 4xx), ``internal`` (5xx) or None for success.
+        ``not_found`` (404), ``validation`` (other 4xx), ``unavailable`` (503), ``internal`` (other 5xx) or None for
+        success.
     """
     if status < 400:
         return None
     if status == 404:
         return "not_found"
+    if status == 503:
+        return "unavailable"
     return "validation" if status < 500 else "internal"
 
 
@@ -179,7 +182,23 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
 
 
 class TolerantDataPlane(DataPlane):
-    """KServe's data plane, with any failure to decode a malformed body reported as ``InvalidInput`` (400)."""
+    """KServe's data plane: malformed bodies are a 400, and readiness follows the models' health.
+
+    Any failure to decode a body is reported as ``InvalidInput``. Server readiness (``/v2/health/ready``, the chart's
+    readiness probe) requires every model healthy, so a replica whose online feature store is down leaves the
+    Service until the store is back.
+    """
+
+    async def ready(self) -> bool:
+        """Server ready: KServe's check, and every model healthy (loaded, its online store answering).
+
+        Returns:
+            Whether the server can serve.
+        """
+        if not await super().ready():
+            return False
+        models = self._model_registry.get_models().values()
+        return all([await model.healthy() for model in models])
 
     def decode(  # type: ignore[no-untyped-def]
         self, body, headers, protocol_version: str = "v1", model_name: str | None = None
@@ -214,10 +233,12 @@ def grpc_error_kind(exc: BaseException) -> str:
         exc: The exception.
 
     Returns:
-        ``validation``, ``not_found`` or ``internal``.
+        ``validation``, ``not_found``, ``unavailable`` or ``internal``.
     """
     if isinstance(exc, InvalidInput | InferenceError):
         return "validation"
+    if isinstance(exc, ServerNotReady):
+        return "unavailable"
     if isinstance(exc, ModelNotFound):
         return "not_found"
     return "internal"

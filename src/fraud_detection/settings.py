@@ -69,6 +69,17 @@ class PipelineSettings(KubeflowSettings, StoreSettings):
     inference_service: str | None = Field(
         default=None, description="InferenceService the deploy step updates; default: the model name"
     )
+    training_data: str | None = Field(
+        default=None,
+        description="what the pipeline trains on when no --data is given: payload-log (scored transactions plus "
+        "labels), a path or s3:// URI; none: nothing unless simulation is asked for",
+    )
+    payload_log_uri: str | None = Field(
+        default=None, description="store of the payload log and labels (training data payload-log); default store_uri"
+    )
+    identifier_key: SecretStr | None = Field(
+        default=None, description="HMAC key of the identifier hashes in the payload log and labels (from a Secret)"
+    )
 
 
 class ServeSettings(StoreSettings):
@@ -93,7 +104,20 @@ class ServeSettings(StoreSettings):
     payload_log_flush_seconds: float = Field(default=60.0, gt=0)
     payload_log_max_rows: int = Field(default=100_000, ge=1)
     payload_log_identifiers: bool = False
+    identifier_key: SecretStr | None = Field(
+        default=None, description="HMAC key of the identifier hashes in the payload log and labels (from a Secret)"
+    )
     log_level: str = "INFO"
+    online_store: str | None = Field(
+        default=None,
+        description="online feature store for raw transactions: redis://host:port/db, rediss://..., or a directory",
+    )
+    online_store_password: SecretStr | None = Field(default=None, description="Redis password (from a Secret)")
+    online_store_unavailable: Literal["reject", "degraded"] = Field(
+        default="reject",
+        description="when the online store is down: reject raw transactions with 503, or score them without history "
+        "(marked degraded in the response)",
+    )
 
     @field_validator("payload_log_enabled", mode="before")
     @classmethod
@@ -117,6 +141,24 @@ class DriftSettings(KubeflowSettings, StoreSettings):
     drift_share: float = Field(default=0.3, gt=0, le=1, description="share of drifted features = dataset drift")
     drift_ap_floor: float = Field(default=0.3, ge=0, le=1, description="realised AP below this triggers retraining")
     drift_retrain: bool = Field(default=True, description="start the training pipeline on drift or low AP")
+    training_data: str | None = Field(
+        default=None,
+        description="what retraining trains on: payload-log (scored transactions plus labels), a path or s3:// URI; "
+        "none: the drift job never starts a run",
+    )
+    identifier_key: SecretStr | None = Field(
+        default=None, description="HMAC key of the identifier hashes in the payload log and labels (from a Secret)"
+    )
+
+
+class OnlineSettings(BaseSettings):
+    """``fraud online``: the online feature store of raw-transaction scoring (backfill, labels)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", extra="ignore", env_ignore_empty=True)
+
+    online_store: str | None = Field(default=None, description="redis://host:port/db, rediss://..., or a directory")
+    online_store_password: SecretStr | None = Field(default=None, description="Redis password (from a Secret)")
+    label_delay_days: int = Field(default=7, ge=0)
 
 
 class RolloutSettings(StoreSettings):

@@ -40,7 +40,16 @@ STORE_FIELDS = {
 KFP_FIELDS = {"kfp_endpoint", "kfp_namespace", "kfp_token"}
 #: Each process's own fields, on top of the store's.
 OWN_FIELDS: dict[type[StoreSettings], set[str]] = {
-    PipelineSettings: KFP_FIELDS | {"review_cost", "label_delay_days", "serving_namespace", "inference_service"},
+    PipelineSettings: KFP_FIELDS
+    | {
+        "review_cost",
+        "label_delay_days",
+        "serving_namespace",
+        "inference_service",
+        "training_data",
+        "payload_log_uri",
+        "identifier_key",
+    },
     ServeSettings: {
         "model_dir",
         "model_ref",
@@ -54,7 +63,11 @@ OWN_FIELDS: dict[type[StoreSettings], set[str]] = {
         "payload_log_flush_seconds",
         "payload_log_max_rows",
         "payload_log_identifiers",
+        "identifier_key",
         "log_level",
+        "online_store",
+        "online_store_password",
+        "online_store_unavailable",
     },
     DriftSettings: KFP_FIELDS
     | {
@@ -66,6 +79,8 @@ OWN_FIELDS: dict[type[StoreSettings], set[str]] = {
         "drift_share",
         "drift_ap_floor",
         "drift_retrain",
+        "training_data",
+        "identifier_key",
     },
     RolloutSettings: {"prometheus_url", "prometheus_bearer_token", "serving_namespace", "inference_service"},
 }
@@ -209,7 +224,7 @@ def test_fields_are_the_store_and_the_process_own(cls: type[StoreSettings]):
         (ServeSettings, {"kfp_token", "review_cost", "drift_share", "prometheus_url", "pushgateway_url"}),
         (RolloutSettings, {"kfp_token", "review_cost", "drift_share", "payload_log_uri", "pushgateway_url"}),
         (DriftSettings, {"prometheus_bearer_token", "max_batch_size", "review_cost", "inference_service"}),
-        (PipelineSettings, {"prometheus_bearer_token", "payload_log_uri", "drift_share", "pushgateway_url"}),
+        (PipelineSettings, {"prometheus_bearer_token", "online_store_unavailable", "drift_share", "pushgateway_url"}),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else "",
 )

@@ -46,6 +46,7 @@ class DriftJobConfig:
         retrain_on_drift: Start retraining when dataset drift is found.
         ap_floor: Start retraining when realised AP (most mature window) falls below this.
         max_rows: Rows sampled from the window for the drift tests.
+        identifier_key: HMAC key of the payload log's identifier hashes (labels join on it).
     """
 
     model_name: str = "fraud-detector"
@@ -55,6 +56,7 @@ class DriftJobConfig:
     retrain_on_drift: bool = True
     ap_floor: float = 0.3
     max_rows: int = 200_000
+    identifier_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def run_drift_job(
                 key = f"reports/drift/{config.model_name}/{stamp}-{version}.html"
                 logs.write_bytes(key, html.read_bytes())
         preds = label_window[label_window["model_version"].astype(str) == version] if len(label_window) else window
-        quality = realised_quality(preds, labels, end) if len(labels) else []
+        quality = realised_quality(preds, labels, end, identifier_key=config.identifier_key) if len(labels) else []
         estimate = estimated_precision(current).get(version, float("nan")) if len(current) else float("nan")
         reports.append(VersionReport(version, drift, quality, estimate, key))
     reasons = _retrain_reasons(reports, config)

@@ -161,6 +161,7 @@ def realised_quality(
     now: datetime,
     *,
     maturities_days: Sequence[int] = DEFAULT_MATURITIES_DAYS,
+    identifier_key: bytes | None = None,
 ) -> list[QualityRow]:
     """Join labels to logged predictions and measure realised quality per version and maturity.
 
@@ -173,6 +174,7 @@ def realised_quality(
         labels: Labels from :func:`load_labels`.
         now: The evaluation time.
         maturities_days: Maturity windows in days; ``all`` is always added.
+        identifier_key: The HMAC key the payload log hashed transaction ids with.
 
     Returns:
         One row per (version, maturity) with at least one prediction.
@@ -181,7 +183,9 @@ def realised_quality(
 
     if predictions.empty:
         return []
-    keyed = labels.assign(_key=labels[schema.TRANSACTION_ID].astype(str).map(hash_identifier))
+    keyed = labels.assign(
+        _key=labels[schema.TRANSACTION_ID].astype(str).map(lambda v: hash_identifier(v, identifier_key))
+    )
     joined = predictions.assign(_key=predictions[TRANSACTION_KEY]).merge(
         keyed[["_key", schema.LABEL]].rename(columns={schema.LABEL: "_label"}), on="_key", how="left"
     )

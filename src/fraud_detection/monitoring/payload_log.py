@@ -20,13 +20,14 @@ fails after its retries drops its rows and counts them too.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -53,20 +54,35 @@ BASE_COLUMNS: tuple[str, ...] = (
     DECISION_COLUMN,
     "imputed",
     TRANSACTION_KEY,
+    "customer_key",
+    "terminal_key",
+    "event_time",
 )
+#: Columns of a raw-transaction row (empty for rows scored from features): what retraining from production reads.
+EVENT_TIME_COLUMN = "event_time"
+CUSTOMER_KEY = "customer_key"
+TERMINAL_KEY = "terminal_key"
 RAW_IDENTIFIERS: tuple[str, ...] = (schema.TRANSACTION_ID, schema.CUSTOMER_ID, schema.TERMINAL_ID)
 
 
-def hash_identifier(value: str) -> str:
-    """The pseudonymous key under which an identifier is logged (join labels on it).
+def hash_identifier(value: str, key: bytes | None = None) -> str:
+    """The pseudonymous key under which an identifier is logged (labels join on it).
+
+    With a key (``FRAUD_IDENTIFIER_KEY``, from a Secret) it is HMAC-SHA256, which nobody without the key can
+    reverse, even for sequential ids; without one it falls back to a plain sha256 (a laptop default, logged as a
+    warning by the payload logger).
 
     Args:
         value: Raw identifier, e.g. a transaction id.
+        key: The HMAC key; None for a plain digest.
 
     Returns:
-        Hex sha256 of its UTF-8 bytes.
+        Hex digest.
     """
-    return hashlib.sha256(str(value).encode("utf-8")).hexdigest()
+    data = str(value).encode("utf-8")
+    if key:
+        return hmac.new(key, data, hashlib.sha256).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,7 @@ class PayloadLogConfig:
         flush_seconds: Write at least this often when rows are buffered.
         max_buffer_rows: Rows held in memory at most; further rows are dropped (and counted).
         log_identifiers: Also write raw ``transaction_id``, ``customer_id`` and ``terminal_id``.
+        identifier_key: HMAC key of the logged identifier hashes (never printed).
         write_retries: Extra attempts of a failed write before its rows are dropped.
         retry_backoff_seconds: Wait before the first retry (doubles each time).
     """
@@ -86,6 +103,7 @@ class PayloadLogConfig:
     flush_seconds: float = 60.0
     max_buffer_rows: int = 100_000
     log_identifiers: bool = False
+    identifier_key: bytes | None = field(default=None, repr=False)
     write_retries: int = 2
     retry_backoff_seconds: float = 0.5
 
@@ -108,6 +126,7 @@ class _Entry:
     scored_at: float
     identifiers: Mapping[str, Sequence[str | None]] | None
     imputed: Sequence[Sequence[str]] | None
+    event_times: Sequence[int] | None = None
 
 
 class PayloadLogger:
@@ -151,6 +170,11 @@ class PayloadLogger:
         self.rows_written = 0
         self.rows_dropped = 0
         self.files_written = 0
+        if not self.config.identifier_key:
+            LOG.warning(
+                "payload log: identifier hashes are plain sha256, which anyone can reverse for sequential ids: set "
+                "FRAUD_IDENTIFIER_KEY (from a Secret) to key them"
+            )
 
     # -- request path ---------------------------------------------------------------------------------------
     def log(
@@ -162,6 +186,7 @@ class PayloadLogger:
         request_id: str,
         identifiers: Mapping[str, Sequence[str | None]] | None = None,
         imputed: Sequence[Sequence[str]] | None = None,
+        event_times: Sequence[int] | None = None,
     ) -> bool:
         """Buffer the rows of one scored request; never blocks on I/O and never raises.
 
@@ -174,13 +199,16 @@ class PayloadLogger:
             request_id: The request's id.
             identifiers: Optional identifier columns (see the module docstring for what is written).
             imputed: Per row, the features the server filled in.
+            event_times: Per row, the raw transaction's event time (epoch seconds), for raw-transaction requests.
 
         Returns:
             True when buffered, False when dropped (buffer full or logger closed).
         """
         n = len(scores)
         try:
-            entry = _Entry(features, scores, decisions, str(request_id), self._clock(), identifiers, imputed)
+            entry = _Entry(
+                features, scores, decisions, str(request_id), self._clock(), identifiers, imputed, event_times
+            )
             with self._lock:
                 if self._stop or self._buffered + n > self.config.max_buffer_rows:
                     accepted = False
@@ -368,7 +396,16 @@ class PayloadLogger:
             for i in range(c)
         ]
         ids = {name: self._column(entries, counts, name) for name in RAW_IDENTIFIERS}
-        data[TRANSACTION_KEY] = [None if v is None else hash_identifier(v) for v in ids[schema.TRANSACTION_ID]]
+        key = self.config.identifier_key
+        data[TRANSACTION_KEY] = [None if v is None else hash_identifier(v, key) for v in ids[schema.TRANSACTION_ID]]
+        data[CUSTOMER_KEY] = [None if v is None else hash_identifier(v, key) for v in ids[schema.CUSTOMER_ID]]
+        data[TERMINAL_KEY] = [None if v is None else hash_identifier(v, key) for v in ids[schema.TERMINAL_ID]]
+        seconds = [
+            float(t) if e.event_times is not None and len(e.event_times) == c else np.nan
+            for e, c in zip(entries, counts, strict=True)
+            for t in (e.event_times if e.event_times is not None and len(e.event_times) == c else [np.nan] * c)
+        ]
+        data[EVENT_TIME_COLUMN] = pd.to_datetime(np.asarray(seconds, dtype=np.float64), unit="s", utc=True)
         if self.config.log_identifiers:
             for name in RAW_IDENTIFIERS:
                 data[name] = ids[name]
@@ -435,7 +472,7 @@ def _empty_frame() -> pd.DataFrame:
             dtype = "int32"
         elif name == DECISION_COLUMN:
             dtype = "bool"
-        elif name == "scored_at":
+        elif name in ("scored_at", EVENT_TIME_COLUMN):
             dtype = "datetime64[ns, UTC]"
         else:
             dtype = "object"

@@ -29,7 +29,7 @@ MODEL_LABELS: tuple[str, str] = ("model_name", "model_version")
 #: Values of the ``protocol`` label.
 PROTOCOLS: tuple[str, ...] = ("v2_rest", "v2_grpc", "v1_rest")
 #: Values of the ``kind`` label of ``fraud_serving_errors_total``.
-ERROR_KINDS: tuple[str, ...] = ("validation", "not_found", "internal")
+ERROR_KINDS: tuple[str, ...] = ("validation", "not_found", "unavailable", "internal")
 #: Values of the ``decision`` label.
 DECISIONS: tuple[str, str] = ("fraud", "legit")
 
@@ -71,6 +71,8 @@ class ServingMetrics:
     score: Histogram
     model_info: Gauge
     payload_log_dropped: Counter
+    online_store_failures: Counter
+    degraded_rows: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ServingMetrics:
@@ -98,7 +100,8 @@ class ServingMetrics:
             ),
             errors=Counter(
                 "fraud_serving_errors_total",
-                "Failed scoring requests by kind: validation (400), not_found (404), internal (500).",
+                "Failed scoring requests by kind: validation (400), not_found (404), unavailable (503), "
+                "internal (500).",
                 [*MODEL_LABELS, "protocol", "kind"],
                 registry=registry,
             ),
@@ -124,6 +127,18 @@ class ServingMetrics:
             payload_log_dropped=Counter(
                 "fraud_serving_payload_log_dropped_total",
                 "Payload-log rows dropped because the buffer was full or the store failed.",
+                list(MODEL_LABELS),
+                registry=registry,
+            ),
+            online_store_failures=Counter(
+                "fraud_serving_online_store_failures_total",
+                "Raw-transaction requests the online feature store could not serve (unreachable, slow or failing).",
+                list(MODEL_LABELS),
+                registry=registry,
+            ),
+            degraded_rows=Counter(
+                "fraud_serving_degraded_rows_total",
+                "Rows scored in degraded mode: features without history because the online store was unavailable.",
                 list(MODEL_LABELS),
                 registry=registry,
             ),
@@ -153,6 +168,8 @@ class ServingMetrics:
             predictions={d: self.predictions.labels(model_name, model_version, d) for d in DECISIONS},
             score=self.score.labels(model_name, model_version),
             payload_log_dropped=self.payload_log_dropped.labels(model_name, model_version),
+            online_store_failures=self.online_store_failures.labels(model_name, model_version),
+            degraded_rows=self.degraded_rows.labels(model_name, model_version),
         )
 
 
@@ -166,6 +183,18 @@ class BoundServingMetrics:
     predictions: dict[str, Counter]
     score: Histogram
     payload_log_dropped: Counter
+    online_store_failures: Counter
+    degraded_rows: Counter
+
+    def online_store_failure(self, degraded_rows: int = 0) -> None:
+        """Count a request the online store could not serve (and its rows scored degraded, if any).
+
+        Args:
+            degraded_rows: Rows scored without history instead of failing.
+        """
+        self.online_store_failures.inc()
+        if degraded_rows:
+            self.degraded_rows.inc(degraded_rows)
 
     def request(self, protocol: str, seconds: float, error_kind: str | None = None) -> None:
         """Record one request: count, latency and (if it failed) its error kind.
@@ -173,7 +202,7 @@ class BoundServingMetrics:
         Args:
             protocol: ``v2_rest``, ``v2_grpc`` or ``v1_rest``.
             seconds: Latency.
-            error_kind: ``validation``, ``not_found``, ``internal`` or None on success.
+            error_kind: ``validation``, ``not_found``, ``unavailable``, ``internal`` or None on success.
         """
         self.requests[protocol].inc()
         self.duration[protocol].observe(seconds)

@@ -142,6 +142,18 @@ class Scorer:
             )
         return self.validate_values(X)
 
+    def placeholder(self, feature: str) -> float:
+        """A value inside the feature's schema range (0 when allowed), for a slot that is reported missing anyway.
+
+        Args:
+            feature: Feature name.
+
+        Returns:
+            The value.
+        """
+        i = self.feature_index[feature]
+        return float(np.clip(0.0, self._lower[i], self._upper[i]))
+
     def validate_values(self, X: np.ndarray) -> np.ndarray:
         """Validate the values of a float64 matrix in schema order: finiteness and schema ranges (no row limit).
 

@@ -11,22 +11,34 @@ DAY = 86_400
 
 
 def _brute_force(df: pd.DataFrame, delay_days: int) -> pd.DataFrame:
-    """Row-by-row reference implementation of the windows (slow, obviously correct)."""
+    """Row-by-row reference of the documented window semantics (slow, obviously correct).
+
+    Customer windows end at the start of the transaction's minute; the 1-day window starts a day before that, the
+    longer ones D days before the start of the transaction's hour. Terminal windows are the whole hours that ended at
+    least the label delay before the transaction. Amount sums are in whole cents.
+    """
     t = df["event_time"].to_numpy(dtype="datetime64[s]").astype(np.int64)
+    cents = np.rint(df["amount"].to_numpy() * 100)
     rows = []
     for i in range(len(df)):
-        same_c = (df["customer_id"].to_numpy() == df["customer_id"].iat[i]) & (t < t[i])
+        same_c = df["customer_id"].to_numpy() == df["customer_id"].iat[i]
         same_t = df["terminal_id"].to_numpy() == df["terminal_id"].iat[i]
+        minute_start, hour_start = t[i] - t[i] % 60, t[i] - t[i] % 3600
+        shifted = t[i] - delay_days * DAY
+        terminal_end = shifted - shifted % 3600
         row = {}
         for d in (1, 7, 30):
-            w = same_c & (t >= t[i] - d * DAY)
+            start = minute_start - DAY if d == 1 else hour_start - d * DAY
+            w = same_c & (t >= start) & (t < minute_start)
             row[f"customer_tx_count_{d}d"] = w.sum() + 1
-            row[f"customer_avg_amount_{d}d"] = (df["amount"].to_numpy()[w].sum() + df["amount"].iat[i]) / (w.sum() + 1)
-            tw = same_t & (t >= t[i] - (delay_days + d) * DAY) & (t < t[i] - delay_days * DAY)
+            row[f"customer_avg_amount_{d}d"] = (cents[w].sum() + cents[i]) / 100 / (w.sum() + 1)
+            tw = same_t & (t >= terminal_end - d * DAY) & (t < terminal_end)
             row[f"terminal_tx_count_{d}d"] = tw.sum()
             row[f"terminal_fraud_rate_{d}d"] = df["is_fraud"].to_numpy()[tw].mean() if tw.sum() else 0.0
-        row["num_prev_tx_24h"] = (same_c & (t >= t[i] - DAY)).sum()
-        row["avg_monthly_spend"] = df["amount"].to_numpy()[same_c & (t >= t[i] - 30 * DAY)].sum()
+        day = same_c & (t >= minute_start - DAY) & (t < minute_start)
+        month = same_c & (t >= hour_start - 30 * DAY) & (t < minute_start)
+        row["num_prev_tx_24h"] = day.sum()
+        row["avg_monthly_spend"] = cents[month].sum() / 100
         rows.append(row)
     return pd.DataFrame(rows, index=df.index)
 

@@ -371,10 +371,27 @@ def test_cli_schedule_uses_the_weekly_cron_and_no_cache_for_external_data(monkey
     assert run.kwargs["cron_expression"] == "0 0 5 * * 1"
     assert run.kwargs["params"] == {"data_source": "s3://raw/tx/", "max_iter": 50}
     assert run.kwargs["enable_caching"] is False
-    result = CliRunner().invoke(app, ["pipeline", "schedule"])
+    result = CliRunner().invoke(app, ["pipeline", "schedule", "--simulate"])
     assert result.exit_code == 0, result.output
     (run,) = fake.recurring.values()
     assert run.kwargs["enable_caching"] is None
+
+
+def test_no_run_trains_on_simulated_data_unless_asked(monkeypatch: pytest.MonkeyPatch):
+    fake = FakeKfp()
+    monkeypatch.setattr(kubeflow, "make_client", lambda *a, **k: fake.client)
+    monkeypatch.delenv("FRAUD_TRAINING_DATA", raising=False)
+    for command in ("schedule", "submit"):
+        result = CliRunner().invoke(app, ["pipeline", command])
+        assert result.exit_code == 2 and "no training data" in result.output, result.output
+    assert not fake.runs and not fake.recurring
+    monkeypatch.setenv("FRAUD_TRAINING_DATA", "payload-log")
+    result = CliRunner().invoke(app, ["pipeline", "submit"])
+    assert result.exit_code == 0, result.output
+    assert fake.runs[0]["params"]["data_source"] == "payload-log"
+    assert fake.runs[0]["params"]["source_version"].startswith("read-")  # a new cache key per read of the log
+    result = CliRunner().invoke(app, ["pipeline", "run", "--data", "x.parquet", "--simulate"])
+    assert result.exit_code == 2 and "exclusive" in result.output
 
 
 def test_submit_training_run_uses_the_callers_settings(monkeypatch: pytest.MonkeyPatch):
@@ -387,10 +404,21 @@ def test_submit_training_run_uses_the_callers_settings(monkeypatch: pytest.Monke
         DriftSettings,
         {"FRAUD_KFP_ENDPOINT": "https://kfp.example", "FRAUD_KFP_NAMESPACE": "team", "FRAUD_KFP_TOKEN": SECRET_VALUE},
     )
-    run_id = kubeflow.submit_training_run(settings, run_name="drift-retrain", reason="drift")
+    run_id = kubeflow.submit_training_run(settings, run_name="drift-retrain", data_source="payload-log", reason="drift")
     assert run_id.startswith("run-") and len(fake.runs) == 1
     assert calls == [(("https://kfp.example",), {"token": SECRET_VALUE, "namespace": "team"})]
     assert fake.runs[0]["job_name"].startswith("drift-retrain-")
+    assert fake.runs[0]["params"] == {"data_source": "payload-log"}  # never simulated data
+
+
+def test_the_drift_job_starts_no_retraining_without_a_configured_data_source(caplog: pytest.LogCaptureFixture):
+    from fraud_detection.settings import DriftSettings, settings_from
+    from monitoring.drift_job import _retrain_trigger
+
+    base = {"FRAUD_KFP_ENDPOINT": "https://kfp.example"}
+    assert _retrain_trigger(settings_from(DriftSettings, base)) is None
+    assert "FRAUD_TRAINING_DATA is not set" in caplog.text
+    assert _retrain_trigger(settings_from(DriftSettings, base | {"FRAUD_TRAINING_DATA": "payload-log"})) is not None
 
 
 # split defaults: written once in fraud_detection.data.splits --------------------------------------------------

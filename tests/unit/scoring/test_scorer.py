@@ -368,20 +368,27 @@ def test_matrix_tensor_with_wrong_width_names_the_schema(scorers):
         matrix_from_tensors(scorers["hgb"], [Tensor("features", "FP32", [1, 5], [1, 2, 3, 4, 5])])
 
 
-def test_records_fill_missing_features_from_reference_medians_and_say_so(scorers, small_features):
+def test_seed_records_are_completed_from_the_history_they_imply_never_from_medians_and_say_so(scorers):
     scorer = scorers["hgb"]
     seed = {
         "amount": 100,
-        "hour_of_day": 14,
+        "hour_of_day": 3,
         "avg_monthly_spend": 500,
         "customer_tenure_days": 365,
         "num_prev_tx_24h": 5,
     }
     X, imputed = matrix_from_records(scorer, [seed], required=schema.SEED_FEATURES)
-    medians = reference_medians(small_features)
     assert imputed == [[f for f in schema.FEATURES if f not in seed]]
-    for j, name in enumerate(schema.FEATURES):
-        assert X[0, j] == (seed[name] if name in seed else medians[name])
+    got = dict(zip(schema.FEATURES, X[0].tolist(), strict=True))
+    assert {k: got[k] for k in seed} == seed
+    # The five say: 5 earlier transactions in the last 24 h totalling 500, an unknown terminal, 03:00.
+    assert got["customer_tx_count_1d"] == got["customer_tx_count_30d"] == 6 == got["num_prev_tx_24h"] + 1
+    assert got["customer_avg_amount_30d"] == pytest.approx(600 / 6)
+    assert got["amount_to_customer_avg_30d"] == pytest.approx(100 / 100)
+    assert got["is_night"] == 1.0 and got["amount_zscore_30d"] == 0.0
+    assert all(got[f"terminal_{k}_{d}d"] == 0 for k in ("tx_count", "fraud_rate") for d in (1, 7, 30))
+    medians = scorer.feature_defaults
+    assert got["customer_tx_count_7d"] != medians["customer_tx_count_7d"] or medians["customer_tx_count_7d"] == 6
     full = dict(zip(schema.FEATURES, _row()[0], strict=True))
     _, none_imputed = matrix_from_records(scorer, [full, {**full, "transaction_id": "t-1"}])
     assert none_imputed == [[], []]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.exceptions import RequestValidationError
 from kserve import InferInput, InferRequest, InferResponse
-from kserve.errors import InvalidInput, ModelNotFound
+from kserve.errors import InvalidInput, ModelNotFound, ServerNotReady
 from kserve.model_repository import ModelRepository
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.infer_type import RequestedOutput
@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from fraud_detection.data import schema
+from fraud_detection.features.seed import SEED_COMPLETION
 from fraud_detection.model.bundle import BundleIntegrityError, load_bundle
 from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger, read_payload_log
 from fraud_detection.monitoring.telemetry import ServingMetrics
@@ -186,7 +187,7 @@ def test_v1_seed_body_is_scored_with_the_filled_features_listed(model: FraudMode
     (prediction,) = response["predictions"]
     assert 0 <= prediction["fraud_score"] <= 1 and isinstance(prediction["is_fraud"], bool)
     assert prediction["imputed_features"] == [f for f in schema.FEATURES if f not in SEED]
-    assert response["imputed_from"] == "reference medians of the model bundle"
+    assert response["imputed_from"] == SEED_COMPLETION
     assert response["model_version"] == model.loaded.version
 
 
@@ -271,7 +272,7 @@ def test_scoring_routes_and_error_kinds():
     assert scoring_protocol("POST", "/v1/models/fraud-detector:predict") == "v1_rest"
     assert scoring_protocol("GET", "/v2/models/fraud-detector/infer") is None
     assert scoring_protocol("POST", "/v2/repository/models/x/load") is None
-    assert [error_kind(s) for s in (200, 400, 404, 405, 422, 500, 503)] == [
+    assert [error_kind(s) for s in (200, 400, 404, 405, 422, 500, 502, 503)] == [
         None,
         "validation",
         "not_found",
@@ -279,8 +280,10 @@ def test_scoring_routes_and_error_kinds():
         "validation",
         "internal",
         "internal",
+        "unavailable",  # the online feature store is down
     ]
     assert grpc_error_kind(InvalidInput("x")) == "validation"
+    assert grpc_error_kind(ServerNotReady("online store down")) == "unavailable"
     assert grpc_error_kind(ModelNotFound("x")) == "not_found"
     assert grpc_error_kind(RuntimeError("x")) == "internal"
 

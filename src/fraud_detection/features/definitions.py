@@ -1,0 +1,203 @@
+"""The features, declared once: entities, windows, aggregates, the label delay, and the tiles that bound them.
+
+Every executor (in memory over a history, online against a state store, on Spark) reads these declarations and
+derives the model inputs with :func:`derive_features`, so the same transaction gets the same features everywhere.
+
+The window semantics (open and closed bounds, same-minute events, the label delay, cents, tenure) are documented
+once, in docs/FEATURES.md; in short: customer windows end at the start of the transaction's minute (the 1-day window
+starts a day before that, the longer ones on the hour), terminal windows are the whole hours that ended at least the
+label delay before it, and amounts are summed in integer cents, so window sums are exact in every executor.
+
+Windows end on tile boundaries, which keeps online state bounded whatever the traffic (:data:`CUSTOMER_TILES`,
+:func:`terminal_tiles`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fraud_detection.data import schema
+
+SECONDS_PER_DAY = 86_400
+MINUTE = 60
+HOUR = 3_600
+#: How late (behind the newest event of an entity) an event may arrive and still get exact features online.
+MAX_LATENESS_SECONDS = SECONDS_PER_DAY
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """The tiles an entity's online state keeps.
+
+    Attributes:
+        fine_seconds: Fine tile width (0: no fine tiles).
+        fine_horizon_seconds: Fine tiles kept behind the entity's newest event.
+        coarse_seconds: Coarse tile width.
+        coarse_horizon_seconds: Coarse tiles kept behind the entity's newest event.
+    """
+
+    fine_seconds: int
+    fine_horizon_seconds: int
+    coarse_seconds: int
+    coarse_horizon_seconds: int
+
+    @property
+    def max_tiles(self) -> int:
+        """The most tiles one entity can hold, whatever its traffic."""
+        fine = self.fine_horizon_seconds // self.fine_seconds + 1 if self.fine_seconds else 0
+        return fine + self.coarse_horizon_seconds // self.coarse_seconds + 1
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """One windowed aggregate family of an entity.
+
+    Attributes:
+        entity: Entity column (``customer_id`` or ``terminal_id``).
+        days: Window length.
+        behind_label_delay: The window ends at the label delay (terminal risk) instead of the transaction's minute.
+    """
+
+    entity: str
+    days: int
+    behind_label_delay: bool
+
+    @property
+    def name(self) -> str:
+        """Short name, e.g. ``customer_7d``."""
+        return f"{self.entity.removesuffix('_id')}_{self.days}d"
+
+
+CUSTOMER_WINDOWS: tuple[WindowSpec, ...] = tuple(
+    WindowSpec(schema.CUSTOMER_ID, d, behind_label_delay=False) for d in schema.CUSTOMER_WINDOWS_DAYS
+)
+TERMINAL_WINDOWS: tuple[WindowSpec, ...] = tuple(
+    WindowSpec(schema.TERMINAL_ID, d, behind_label_delay=True) for d in schema.TERMINAL_WINDOWS_DAYS
+)
+#: Customer aggregates per window: transactions, amount sum (cents), amount-squared sum (cents^2).
+CUSTOMER_AGGREGATES: tuple[str, ...] = ("n", "s", "q")
+#: Terminal aggregates per window: transactions, known frauds.
+TERMINAL_AGGREGATES: tuple[str, ...] = ("n", "f")
+
+_LONGEST_CUSTOMER = max(w.days for w in CUSTOMER_WINDOWS) * SECONDS_PER_DAY
+_LONGEST_TERMINAL = max(w.days for w in TERMINAL_WINDOWS) * SECONDS_PER_DAY
+
+#: Customer state: minute tiles for the 1-day window and the current hour, hour tiles for the rest.
+CUSTOMER_TILES = Tiles(
+    fine_seconds=MINUTE,
+    fine_horizon_seconds=SECONDS_PER_DAY + HOUR + MAX_LATENESS_SECONDS,
+    coarse_seconds=HOUR,
+    coarse_horizon_seconds=_LONGEST_CUSTOMER + HOUR + MAX_LATENESS_SECONDS,
+)
+
+
+def terminal_tiles(label_delay_days: int) -> Tiles:
+    """Terminal state: hour tiles over the label delay plus the longest window.
+
+    Args:
+        label_delay_days: The label delay.
+
+    Returns:
+        The tiles a terminal keeps.
+    """
+    return Tiles(
+        fine_seconds=0,
+        fine_horizon_seconds=0,
+        coarse_seconds=HOUR,
+        coarse_horizon_seconds=label_delay_days * SECONDS_PER_DAY + _LONGEST_TERMINAL + HOUR + MAX_LATENESS_SECONDS,
+    )
+
+
+def window_bounds(seconds: np.ndarray, spec: WindowSpec, label_delay_days: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each transaction's window ``[start, end)`` in epoch seconds.
+
+    Args:
+        seconds: Event times (int64 epoch seconds); a 0-d or 1-d array.
+        spec: The window.
+        label_delay_days: The label delay (used when the window sits behind it).
+
+    Returns:
+        (start, end), int64 arrays shaped like ``seconds``.
+    """
+    t = np.asarray(seconds, dtype=np.int64)
+    length = spec.days * SECONDS_PER_DAY
+    if spec.behind_label_delay:
+        shifted = t - label_delay_days * SECONDS_PER_DAY
+        end = shifted - shifted % HOUR
+        return end - length, end
+    end = t - t % MINUTE
+    start = end - length if length <= SECONDS_PER_DAY else (t - t % HOUR) - length
+    return start, end
+
+
+def amount_cents(amount: np.ndarray) -> np.ndarray:
+    """Amounts in integer cents, rounded half to even (the unit of every amount sum).
+
+    Args:
+        amount: Amounts.
+
+    Returns:
+        int64 cents.
+    """
+    return np.rint(np.asarray(amount, dtype=np.float64) * 100.0).astype(np.int64)
+
+
+def derive_features(
+    seconds: np.ndarray,
+    amount: np.ndarray,
+    since_seconds: np.ndarray,
+    aggregates: Mapping[str, np.ndarray],
+    night_end_hour: int = 6,
+) -> dict[str, np.ndarray]:
+    """The model inputs from the raw fields and the window aggregates, identically for every executor.
+
+    Args:
+        seconds: Event times (int64 epoch seconds), shape (N,).
+        amount: Amounts, shape (N,).
+        since_seconds: Start of the customer relationship (int64 epoch seconds), shape (N,).
+        aggregates: ``<window name>_<aggregate>`` (e.g. ``customer_7d_s``, ``terminal_30d_f``) to int64 arrays.
+        night_end_hour: Hours before this (UTC) count as night.
+
+    Returns:
+        Feature name to float64 array, for every name of :data:`fraud_detection.data.schema.FEATURES`.
+    """
+    t = np.asarray(seconds, dtype=np.int64)
+    amt = np.asarray(amount, dtype=np.float64)
+    cents = amount_cents(amt).astype(np.float64)
+    n_rows = t.shape[0]
+    day = t // SECONDS_PER_DAY
+    hour = (t % SECONDS_PER_DAY) // HOUR
+    out: dict[str, np.ndarray] = {
+        "amount": amt,
+        "hour_of_day": hour.astype(np.float64),
+        # 1970-01-01 was a Thursday: day 0 is weekday 3 (Monday = 0).
+        "is_weekend": ((day + 3) % 7 >= 5).astype(np.float64),
+        "is_night": (hour < night_end_hour).astype(np.float64),
+        "customer_tenure_days": np.maximum(t - np.asarray(since_seconds, dtype=np.int64), 0) / SECONDS_PER_DAY,
+    }
+    for spec in CUSTOMER_WINDOWS:
+        n = aggregates[f"{spec.name}_n"].astype(np.float64)
+        s = aggregates[f"{spec.name}_s"].astype(np.float64)
+        out[f"customer_tx_count_{spec.days}d"] = n + 1
+        out[f"customer_avg_amount_{spec.days}d"] = (s + cents) / 100.0 / (n + 1)
+    n1 = aggregates["customer_1d_n"].astype(np.float64)
+    n30 = aggregates["customer_30d_n"].astype(np.float64)
+    s30 = aggregates["customer_30d_s"].astype(np.float64)
+    q30 = aggregates["customer_30d_q"].astype(np.float64)
+    out["num_prev_tx_24h"] = n1
+    out["avg_monthly_spend"] = s30 / 100.0
+    mean_cents = np.divide(s30, n30, out=np.zeros(n_rows), where=n30 > 0)
+    out["amount_to_customer_avg_30d"] = np.divide(cents, mean_cents, out=np.ones(n_rows), where=mean_cents > 0)
+    var_cents = np.divide(q30, n30, out=np.zeros(n_rows), where=n30 > 1) - np.where(n30 > 1, mean_cents**2, 0.0)
+    std_cents = np.sqrt(np.maximum(var_cents, 0.0))
+    zscore = np.divide(cents - mean_cents, std_cents, out=np.zeros(n_rows), where=std_cents > 1e-7)
+    out["amount_zscore_30d"] = np.clip(zscore, -50.0, 50.0)
+    for spec in TERMINAL_WINDOWS:
+        n = aggregates[f"{spec.name}_n"].astype(np.float64)
+        f = aggregates[f"{spec.name}_f"].astype(np.float64)
+        out[f"terminal_tx_count_{spec.days}d"] = n
+        out[f"terminal_fraud_rate_{spec.days}d"] = np.divide(f, n, out=np.zeros(n_rows), where=n > 0)
+    return {name: out[name] for name in schema.FEATURES}

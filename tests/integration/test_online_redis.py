@@ -1,0 +1,140 @@
+"""The Redis online store against a real redis-server: offline = online on Redis, retries, concurrent writers from
+two processes, labels, bounded state, and a server that goes away and comes back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fraud_detection.data import schema
+from fraud_detection.features.definitions import HOUR, MINUTE
+from fraud_detection.features.materialize import build_snapshot
+from fraud_detection.features.offline import FeatureConfig, build_features
+from fraud_detection.features.online import CUSTOMER_PREFIX, TERMINAL_PREFIX, RawTransaction, online_features
+from fraud_detection.features.state.base import OnlineStoreUnavailableError
+from fraud_detection.features.state.redis_store import RedisStore, redacted
+from fraud_detection.features.state.uri import open_online_store
+from tests.helpers.redis import RedisServer, redis_server
+from tests.unit.features.test_online import START, replay
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def store(redis: RedisServer, request: pytest.FixtureRequest) -> Iterator[RedisStore]:
+    s = RedisStore(redis.url, 7, prefix=f"test:{request.node.name}:")
+    yield s
+    s.close()
+
+
+def test_parity_on_redis_with_a_materialized_history(small_raw: pd.DataFrame, store: RedisStore):
+    frame = small_raw.sort_values("event_time", kind="stable").reset_index(drop=True)
+    cut = frame["event_time"].iloc[0] + pd.Timedelta(days=45)
+    history, live = frame[frame["event_time"] < cut], frame[frame["event_time"] >= cut].head(1_500)
+    snapshot, _ = build_snapshot(history, 7)
+    store.load(snapshot)
+    want = build_features(pd.concat([history, live]), FeatureConfig(label_delay_days=7)).loc[
+        live.index, list(schema.FEATURES)
+    ]
+    got = replay(live, 7, store)  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_a_batch_sees_its_own_earlier_rows_and_a_retry_never_counts_twice(store: RedisStore):
+    t0 = int(START.timestamp())
+    a = RawTransaction("a", t0, "c", "x", 10.0)
+    b = RawTransaction("b", t0 + MINUTE, "c", "x", 20.0)
+    states = store.score_batch([a, b, a])
+    assert [s.seen for s in states] == [False, False, True]
+    assert online_features(b, states[1], 7)["num_prev_tx_24h"] == 1.0
+    assert store.fields(CUSTOMER_PREFIX + "c")[f"h{t0 // HOUR}n"] == 2
+
+
+def test_labels_on_redis_apply_once_and_follow_corrections(store: RedisStore):
+    t0 = int(START.timestamp())
+    store.score_batch([RawTransaction("t1", t0, "c", "x", 5.0)])
+    outcome = store.apply_labels([("t1", 1), ("t1", 1), ("missing", 1)])
+    assert (outcome.applied, outcome.unchanged, outcome.unknown) == (1, 1, 1)
+    assert store.fields(TERMINAL_PREFIX + "x")[f"h{t0 // HOUR}f"] == 1
+    store.apply_labels([("t1", 0)])
+    assert store.fields(TERMINAL_PREFIX + "x")[f"h{t0 // HOUR}f"] == 0
+
+
+_WRITER = """
+import sys
+from fraud_detection.features.online import RawTransaction
+from fraud_detection.features.state.redis_store import RedisStore
+url, prefix, who, n, t0 = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+store = RedisStore(url, 7, prefix=prefix)
+for i in range(n):
+    # Both writers send the shared ids too (retries racing each other) besides their own.
+    store.score_batch([RawTransaction(f"{who}-{i}", t0 + i, "shared-card", "shop", 1.0),
+                       RawTransaction(f"both-{i}", t0 + i, "shared-card", "shop", 1.0)])
+"""
+
+
+def test_two_server_processes_writing_one_customer_lose_no_update_and_count_no_retry_twice(
+    redis: RedisServer, tmp_path: Path
+):
+    prefix, n, t0 = "race:", 300, int(START.timestamp())
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, redis.url, prefix, who, str(n), str(t0)])
+        for who in ("p1", "p2")
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    store = RedisStore(redis.url, 7, prefix=prefix)
+    customer = store.fields(CUSTOMER_PREFIX + "shared-card")
+    total = sum(v for k, v in customer.items() if k.startswith("h") and k.endswith("n"))
+    assert total == 3 * n  # n own rows from each writer, n shared rows counted once
+
+
+def test_state_on_redis_stays_bounded_for_a_busy_card(store: RedisStore):
+    t0 = int(START.timestamp())
+    for day in range(0, 40):
+        store.score_batch(
+            [RawTransaction(f"d{day}-{i}", t0 + day * 86_400 + i * 30, "busy", "shop", 1.0) for i in range(200)]
+        )
+    fields = store.fields(CUSTOMER_PREFIX + "busy")
+    newest = fields["newest"]
+    hours = [int(k[1:-1]) for k in fields if k.startswith("h")]
+    assert min(hours) * HOUR >= newest - 32 * 86_400 - 64 * 30 - 2 * HOUR
+
+
+def test_an_unreachable_redis_is_a_clear_error_naming_it_without_the_password(tmp_path: Path):
+    from tests.helpers.net import free_port
+
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    store = RedisStore(url, 7)
+    with pytest.raises(OnlineStoreUnavailableError, match=r"redis://:\*\*\*@127\.0\.0\.1") as info:
+        store.score_batch([RawTransaction("t", int(START.timestamp()), "c", "x", 1.0)])
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(OnlineStoreUnavailableError):
+        store.ping()
+    assert redacted(url).startswith("redis://:***@")
+
+
+def test_a_killed_redis_fails_clearly_and_serves_correct_state_once_back(tmp_path: Path):
+    with redis_server(tmp_path / "aof", persistent=True) as server:
+        store = open_online_store(server.url, 7)
+        t0 = int(START.timestamp())
+        store.score_batch([RawTransaction("t1", t0, "c", "x", 5.0)])
+        server.kill()
+        with pytest.raises(OnlineStoreUnavailableError):
+            store.score_batch([RawTransaction("t2", t0 + HOUR, "c", "x", 5.0)])
+        server.start()
+        (state,) = store.score_batch([after := RawTransaction("t3", t0 + 2 * HOUR, "c", "x", 5.0)])
+        assert online_features(after, state, 7)["num_prev_tx_24h"] == 1.0  # t1 kept, t2 never counted
+        (retry,) = store.score_batch([RawTransaction("t1", t0, "c", "x", 5.0)])
+        assert retry.seen
+        store.close()
