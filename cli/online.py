@@ -49,7 +49,7 @@ def materialize_cmd(
 ) -> None:
     """Load the online state from history, so the first live transaction's features equal the offline ones."""
     from fraud_detection.data import schema
-    from fraud_detection.features.materialize import build_snapshot
+    from fraud_detection.features.materialize import backfill
     from fraud_detection.features.state.uri import open_online_store
 
     def body() -> None:
@@ -57,12 +57,10 @@ def materialize_cmd(
         delay = default_delay if label_delay_days is None else label_delay_days
         with step(f"reading {data}"):
             raw = schema.read_transactions(data, schema.parse_column_map(column_map))
-        with step(f"building the state of {len(raw):,} transactions"):
-            snapshot, summary = build_snapshot(raw, delay)
         store = open_online_store(uri, delay, password=password)
         try:
-            with step(f"loading {summary.customers:,} customers and {summary.terminals:,} terminals into {store.uri}"):
-                store.load(snapshot)
+            with step(f"building and loading the state of {len(raw):,} transactions into {store.uri}"):
+                summary = backfill(raw, store)
         finally:
             store.close()
         console.print_json(json.dumps(asdict(summary) | {"online_store": store.uri, "label_delay_days": delay}))

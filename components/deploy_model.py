@@ -1,6 +1,7 @@
 """Component ``deploy_model``: run the registered version as a KServe canary (skipped without a cluster)."""
 
 from kfp import dsl
+from kfp.dsl import Dataset, Input
 
 from components import PIPELINE_IMAGE
 
@@ -14,6 +15,8 @@ def deploy_model(
     namespace: str = "",
     inference_service: str = "",
     canary_traffic_percent: int = 10,
+    history: Input[Dataset] = None,
+    materialize_online: bool = False,
 ) -> str:
     """Create the InferenceService, or start a canary of ``model_version`` on it (``fraud_detection.deploy``).
 
@@ -27,6 +30,9 @@ def deploy_model(
         namespace: Namespace of the InferenceService; empty for ``FRAUD_SERVING_NAMESPACE`` (else fraud-detection).
         inference_service: InferenceService name; empty for ``FRAUD_INFERENCE_SERVICE`` (else the model name).
         canary_traffic_percent: Share of traffic (1-99) for the new version while the previous one keeps the rest.
+        history: The validated transactions the model was trained on.
+        materialize_online: Backfill the online feature store (``FRAUD_ONLINE_STORE``) from ``history`` first, so
+            raw transactions are scored with the state the model was trained on (``fraud online materialize``).
 
     Returns:
         What happened: ``created``, ``canary``, ``unchanged`` or ``skipped``.
@@ -41,6 +47,20 @@ def deploy_model(
         logging.getLogger(__name__).info("deploy skipped: no version was registered")
         return "skipped"
     settings = PipelineSettings()
+    if materialize_online and history is not None and settings.online_store:
+        import pandas as pd
+
+        from fraud_detection.features.materialize import backfill
+        from fraud_detection.features.state.uri import open_online_store
+
+        secret = settings.online_store_password
+        store = open_online_store(
+            settings.online_store, settings.label_delay_days, password=secret.get_secret_value() if secret else None
+        )
+        try:
+            backfill(pd.read_parquet(history.path), store)
+        finally:
+            store.close()
     name = model_name or settings.model_name
     result = deploy_canary(
         name=inference_service or settings.inference_service or name,

@@ -140,6 +140,18 @@ param storageSku string = 'Standard_RAGZRS'
 @maxValue(365)
 param blobSoftDeleteDays int = 30
 
+@description('Azure Cache for Redis tier of the online feature store: Standard (primary + replica, SLA) or Premium.')
+@allowed([
+  'Standard'
+  'Premium'
+])
+param redisSkuName string = 'Standard'
+
+@description('Azure Cache for Redis size: 1 is C1 (1 GB) on Standard, P1 (6 GB) on Premium.')
+@minValue(0)
+@maxValue(6)
+param redisCapacity int = 1
+
 @description('Days Key Vault keeps deleted secrets and vaults.')
 @minValue(7)
 @maxValue(90)
@@ -255,6 +267,7 @@ var secondaryName = '${baseName}-${environmentName}-${secondaryLocation}'
 var storageAccountName = take(toLower('st${baseName}${environmentName}${suffix}'), 24)
 var keyVaultName = take(toLower('kv${baseName}${environmentName}${suffix}'), 24)
 var registryName = take(toLower('acr${baseName}${environmentName}${suffix}'), 50)
+var redisName = take(toLower('redis-${baseName}-${environmentName}-${suffix}'), 63)
 var isPremiumRegistry = acrSku == 'Premium'
 
 resource primaryGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -489,6 +502,26 @@ module identity 'modules/identity.bicep' = {
   }
 }
 
+// Online feature store of raw-transaction scoring; the chart's onlineStore.url points at it (values-aks.yaml) and
+// its access key lives in Key Vault only.
+module redis 'modules/redis.bicep' = {
+  name: 'redis'
+  scope: primaryGroup
+  params: {
+    name: redisName
+    location: location
+    tags: allTags
+    skuName: redisSkuName
+    capacity: redisCapacity
+    zones: redisSkuName == 'Premium' ? availabilityZones : []
+    privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
+    privateDnsZoneId: privateDns.outputs.redisZoneId
+    keyVaultName: keyVault.outputs.name
+    keyReaderPrincipalIds: empty(githubRepository) ? [] : [identity.outputs.ciPrincipalId]
+    logAnalyticsWorkspaceId: logAnalytics.outputs.id
+  }
+}
+
 module acr 'modules/acr.bicep' = {
   name: 'acr'
   scope: primaryGroup
@@ -584,6 +617,9 @@ output storageBlobEndpoint string = storage.outputs.blobEndpoint
 
 @description('Key Vault URI (for the Secrets Store CSI driver SecretProviderClass).')
 output vaultUri string = keyVault.outputs.uri
+
+@description('Host name of the Azure Cache for Redis (values-aks.yaml onlineStore.url: rediss://<host>:6380/0).')
+output redisHostName string = redis.outputs.hostName
 
 @description('Client ID for the serving service account annotation azure.workload.identity/client-id.')
 output servingClientId string = identity.outputs.servingClientId

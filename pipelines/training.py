@@ -32,7 +32,18 @@ CONFIG_MAP_KEYS = (
     "FRAUD_MODEL_NAME",
     "FRAUD_SERVING_NAMESPACE",
     "FRAUD_INFERENCE_SERVICE",
+    "FRAUD_AZURE_STORAGE_ACCOUNT_URL",
+    "FRAUD_PAYLOAD_LOG_URI",
+    "FRAUD_TRAINING_DATA",
+    "FRAUD_ONLINE_STORE",
 )
+#: Optional secrets in the same Secret, each read only by the task that needs it: the HMAC key of the identifier
+#: hashes (the ingest step joins labels to the payload log with it) and the online store's password (the deploy
+#: step's backfill). Optional, so a Secret without them still runs.
+OPTIONAL_SECRET_KEYS = {
+    "ingest-data": {"FRAUD_IDENTIFIER_KEY": "FRAUD_IDENTIFIER_KEY"},
+    "deploy-model": {"FRAUD_ONLINE_STORE_PASSWORD": "FRAUD_ONLINE_STORE_PASSWORD"},
+}
 #: Tasks that read or write the store (get the Secret); the data steps are cached.
 STORE_TASKS = ("ingest-data", "evaluate-model", "register-model", "deploy-model")
 CACHED_TASKS = ("ingest-data", "validate-data", "build-features")
@@ -79,7 +90,10 @@ def build_pipeline(
             keys = {key: key for key in CONFIG_MAP_KEYS}
             kubernetes.use_config_map_as_env(task, config_map_name, keys, optional=True)
         if secret_name and task.name in STORE_TASKS:
-            kubernetes.use_secret_as_env(task, secret_name, SECRET_KEYS)
+            # Optional: on AKS the tasks reach Blob storage through workload identity and the Secret holds no keys.
+            kubernetes.use_secret_as_env(task, secret_name, SECRET_KEYS, optional=True)
+        if secret_name and task.name in OPTIONAL_SECRET_KEYS:
+            kubernetes.use_secret_as_env(task, secret_name, OPTIONAL_SECRET_KEYS[task.name], optional=True)
         return task
 
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
@@ -111,6 +125,7 @@ def build_pipeline(
         serving_namespace: str = "",
         inference_service: str = "",
         canary_traffic_percent: int = 10,
+        materialize_online: bool = False,
     ) -> NamedTuple("Outputs", [("promoted", bool), ("metrics", Metrics), ("report", HTML)]):  # type: ignore[valid-type]
         """Train a fraud model and promote it only when it beats production.
 
@@ -145,6 +160,8 @@ def build_pipeline(
             serving_namespace: InferenceService namespace; empty for ``FRAUD_SERVING_NAMESPACE``.
             inference_service: InferenceService name; empty for ``FRAUD_INFERENCE_SERVICE`` (the model name).
             canary_traffic_percent: Traffic share of the new version while the canary is analysed.
+            materialize_online: Backfill the online feature store (``FRAUD_ONLINE_STORE``) from the validated data
+                in the deploy step, so raw transactions are scored with the history the model was trained on.
 
         Returns:
             Whether the candidate passed the promotion gate, its metrics (with production's on the same rows),
@@ -229,6 +246,8 @@ def build_pipeline(
                     namespace=serving_namespace,
                     inference_service=inference_service,
                     canary_traffic_percent=canary_traffic_percent,
+                    history=validate.outputs["validated"],
+                    materialize_online=materialize_online,
                 ),
                 "deploy canary",
             )

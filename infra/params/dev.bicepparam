@@ -32,6 +32,10 @@ param acrPublicNetworkAccess = 'Enabled'
 param storageSku = 'Standard_LRS'
 param blobSoftDeleteDays = 7
 param keyVaultSoftDeleteDays = 7
+// Azure Cache for Redis (online feature store): Standard C0 (250 MB, primary + replica), the smallest TLS-only
+// cache with an SLA; enough for a dev history.
+param redisSkuName = 'Standard'
+param redisCapacity = 0
 param logRetentionDays = 30
 param logDailyQuotaGb = 1
 param grafanaSku = 'Standard'

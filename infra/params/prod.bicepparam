@@ -48,6 +48,10 @@ param acrPublicNetworkAccess = 'Disabled'
 param storageSku = 'Standard_RAGZRS'
 param blobSoftDeleteDays = 30
 param keyVaultSoftDeleteDays = 90
+// Azure Cache for Redis (online feature store): Standard C1 (1 GB, primary + replica); Premium (P1+) adds zone
+// redundancy and persistence when the state outgrows it.
+param redisSkuName = 'Standard'
+param redisCapacity = 1
 param logRetentionDays = 90
 param logDailyQuotaGb = -1
 param grafanaSku = 'Standard'

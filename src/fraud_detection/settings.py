@@ -74,6 +74,10 @@ class PipelineSettings(KubeflowSettings, StoreSettings):
         description="what the pipeline trains on when no --data is given: payload-log (scored transactions plus "
         "labels), a path or s3:// URI; none: nothing unless simulation is asked for",
     )
+    online_store: str | None = Field(
+        default=None, description="online feature store the deploy step backfills when asked (materialize_online)"
+    )
+    online_store_password: SecretStr | None = Field(default=None, description="Redis password (from a Secret)")
     payload_log_uri: str | None = Field(
         default=None, description="store of the payload log and labels (training data payload-log); default store_uri"
     )

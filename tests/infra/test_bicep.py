@@ -47,6 +47,7 @@ EXPECTED_MODULES = {
     "identity",
     "apim",
     "frontdoor",
+    "redis",
 }
 
 _SECRET_NAME_WORDS = {"key", "keys", "secret", "secrets", "password", "connection", "token", "sas", "credential"}
@@ -281,6 +282,48 @@ def test_key_vault_uses_rbac_purge_protection_and_is_private() -> None:
     ):
         assert setting in vault, setting
     assert "param publicNetworkAccess string = 'Disabled'" in _text(MODULES / "keyvault.bicep")
+
+
+def test_redis_is_tls_only_private_and_keeps_its_key_in_key_vault() -> None:
+    redis = _resources("redis")
+    cache = redis["cache"]
+    for setting in (
+        "enableNonSslPort: false",
+        "minimumTlsVersion: '1.2'",
+        "publicNetworkAccess: publicNetworkAccess",
+        "'maxmemory-policy': maxmemoryPolicy",
+    ):
+        assert setting in cache, setting
+    assert "enableNonSslPort: true" not in _text(MODULES / "redis.bicep")
+    params = _text(MODULES / "redis.bicep")
+    assert "param publicNetworkAccess string = 'Disabled'" in params
+    assert "param skuName string = 'Standard'" in params and "param capacity int = 1" in params  # Standard C1
+    assert "family: skuName == 'Premium' ? 'P' : 'C'" in cache
+    # The access key goes to Key Vault only; no output names or carries it.
+    assert "value: cache.listKeys().primaryKey" in redis["keySecret"]
+    assert "exp: dateTimeToEpoch(keySecretExpiry)" in redis["keySecret"]
+    outputs = _declarations(params, "output_declaration")
+    assert set(outputs) == {"id", "name", "hostName", "sslPort"}
+    assert secret_outputs(params) == []
+    assert not any("listKeys" in text or "Key" in text.split("=", 1)[1] for text in outputs.values())
+    # Reading the key is granted on that secret alone.
+    assert "scope: keySecret" in redis["keyReaders"]
+    assert "privateLinkServiceId: cache.id" in redis["privateEndpoint"]
+    assert "groupIds: [\n            'redisCache'" in redis["privateEndpoint"]
+    assert "workspaceId: logAnalyticsWorkspaceId" in redis["diagnostics"]
+    main = _text(INFRA / "main.bicep")
+    module = _declarations(main, "module_declaration")["redis"]
+    for wiring in (
+        "privateEndpointSubnetId: network.outputs.privateEndpointSubnetId",
+        "privateDnsZoneId: privateDns.outputs.redisZoneId",
+        "keyVaultName: keyVault.outputs.name",
+        "logAnalyticsWorkspaceId: logAnalytics.outputs.id",
+    ):
+        assert wiring in module, wiring
+    assert "privatelink.redis.cache.windows.net" in _text(MODULES / "private-dns.bicep")
+    dev, prod = _assignments("dev"), _assignments("prod")
+    assert dev["redisSkuName"] == prod["redisSkuName"] == "'Standard'"
+    assert prod["redisCapacity"] == "1"
 
 
 def test_aks_identity_and_access() -> None:

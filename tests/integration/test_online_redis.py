@@ -138,3 +138,12 @@ def test_a_killed_redis_fails_clearly_and_serves_correct_state_once_back(tmp_pat
         (retry,) = store.score_batch([RawTransaction("t1", t0, "c", "x", 5.0)])
         assert retry.seen
         store.close()
+
+
+def test_materializing_twice_on_redis_changes_nothing(small_raw: pd.DataFrame, store: RedisStore):
+    snapshot, _ = build_snapshot(small_raw, 7)
+    store.load(snapshot)
+    customer = CUSTOMER_PREFIX + str(small_raw["customer_id"].iloc[0])
+    first = store.fields(customer)
+    store.load(snapshot)
+    assert store.fields(customer) == first

@@ -316,3 +316,52 @@ def test_raw_requests_answer_as_their_golden_files(tiny_bundle: Path, tmp_path: 
         assert got == next(o for o in expected["outputs"] if o["name"] == "features")["data"]
     if name == "v1_raw":
         assert answer["predictions"][0]["features"] == expected["predictions"][0]["features"]
+
+
+def test_two_server_replicas_sharing_one_redis_count_every_transaction_of_a_customer_once(
+    tiny_bundle: Path, redis: RedisServer, tmp_path: Path
+):
+    """Two `python -m serving` processes, one Redis: concurrent writers on the same card lose no update, and a
+    transaction retried against the other replica is not counted again."""
+    import threading
+
+    url = f"redis://127.0.0.1:{redis.port}/5"
+    base = pd.Timestamp("2024-05-01T10:00:00Z")
+    rows = pd.DataFrame(
+        {
+            "transaction_id": [f"tx-{i}" for i in range(120)],
+            "event_time": [base + pd.Timedelta(minutes=2 * i) for i in range(120)],
+            "customer_id": "shared-card",
+            "terminal_id": [f"pos-{i % 7}" for i in range(120)],
+            "amount": 10.0,
+        }
+    )
+    args = ["--model_dir", str(tiny_bundle), "--online_store", url]
+    with serving_process(args, tmp_path / "a") as one, serving_process(args, tmp_path / "b") as two:
+        errors: list[BaseException] = []
+
+        def send(server: ServingProcess, part: pd.DataFrame) -> None:
+            try:
+                for i in range(len(part)):
+                    rest_score(server, part.iloc[i : i + 1])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=send, args=(one, rows.iloc[0::2])),
+            threading.Thread(target=send, args=(two, rows.iloc[1::2])),
+            threading.Thread(target=send, args=(two, rows.iloc[0::2])),  # retries of the other replica's rows
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors
+        later = rows.tail(1).assign(transaction_id="after", event_time=base + pd.Timedelta(hours=5))
+        features, _ = rest_score(one, later)
+    store = RedisStore(url, DELAY)
+    hours = {k: v for k, v in store.fields("c:shared-card").items() if k.startswith("h") and k.endswith("n")}
+    assert sum(hours.values()) == len(rows) + 1  # every transaction once, none twice
+    store.close()
+    count_1d = schema.FEATURES.index("customer_tx_count_1d")
+    assert features[0, count_1d] == len(rows) + 1

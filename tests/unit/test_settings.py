@@ -49,6 +49,8 @@ OWN_FIELDS: dict[type[StoreSettings], set[str]] = {
         "training_data",
         "payload_log_uri",
         "identifier_key",
+        "online_store",
+        "online_store_password",
     },
     ServeSettings: {
         "model_dir",

@@ -182,6 +182,32 @@ Store settings shared by the predictor and the drift job (FRAUD_* settings plus 
 {{- end }}
 
 {{/*
+The identifier key (FRAUD_IDENTIFIER_KEY) of the predictor and the drift job, by secretKeyRef to
+identifierKey.secretName; empty when no Secret is named (the processes then hash with plain SHA-256).
+*/}}
+{{- define "fraud-detection.identifierKeyEnv" -}}
+{{- with .Values.identifierKey.secretName }}
+- name: FRAUD_IDENTIFIER_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.identifierKey.key | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Reason of the CKV_K8S_35 suppression of a workload reading the S3 keys and/or the identifier key from the
+environment; empty when it reads no Secret. Usage: include "fraud-detection.secretEnvReason" .
+*/}}
+{{- define "fraud-detection.secretEnvReason" -}}
+{{- if .Values.identifierKey.secretName }}
+{{- "The S3 clients and the identifier hashing read their keys (AWS_*, FRAUD_IDENTIFIER_KEY) from environment variables only; the values come from existing Secrets by secretKeyRef and never appear in the chart." }}
+{{- else if .Values.store.credentials.existingSecret }}
+{{- "The S3 and MinIO clients read their keys from environment variables only; the values come from an existing Secret by secretKeyRef and never appear in the chart." }}
+{{- end }}
+{{- end }}
+
+{{/*
 Egress rules shared by the chart's NetworkPolicies when networkPolicy.egress.enabled: DNS plus the
 configured rules.
 */}}
@@ -205,10 +231,11 @@ configured rules.
 Checkov suppressions of a workload, as checkov.io/skipN annotations (checkov reads them from the object's
 metadata). Each reason says why the check does not apply and must not contain an equals sign.
 Usage: include "fraud-detection.checkovSkips" (dict "images" (list .Values.drift.image) "secretEnv" true)
+Optional "uidReason" and "secretEnvReason" replace the default reasons of CKV_K8S_40 and CKV_K8S_35.
 */}}
 {{- define "fraud-detection.checkovSkips" -}}
 {{- $skips := list }}
-{{- $skips = append $skips "CKV_K8S_40=The images run as uid 1000 by contract (docs/METRICS.md, Dockerfile USER 1000); with runAsNonRoot, no privilege escalation, all capabilities dropped and no host namespaces a low uid gives no host access." }}
+{{- $skips = append $skips (printf "CKV_K8S_40=%s" (.uidReason | default "The images run as uid 1000 by contract (docs/METRICS.md, Dockerfile USER 1000); with runAsNonRoot, no privilege escalation, all capabilities dropped and no host namespaces a low uid gives no host access.")) }}
 {{- $unpinned := false }}
 {{- range .images }}
 {{- if not .digest }}{{ $unpinned = true }}{{ end }}
@@ -217,9 +244,83 @@ Usage: include "fraud-detection.checkovSkips" (dict "images" (list .Values.drift
 {{- $skips = append $skips "CKV_K8S_43=The image is referenced by tag because no digest is configured; set the component's image.digest to pin it (production values should), which also removes this suppression." }}
 {{- end }}
 {{- if .secretEnv }}
-{{- $skips = append $skips "CKV_K8S_35=The S3 and MinIO clients read their keys from environment variables only; the values come from an existing Secret by secretKeyRef and never appear in the chart." }}
+{{- $skips = append $skips (printf "CKV_K8S_35=%s" (.secretEnvReason | default "The S3 and MinIO clients read their keys from environment variables only; the values come from an existing Secret by secretKeyRef and never appear in the chart.")) }}
 {{- end }}
 {{- range $i, $skip := $skips }}
 checkov.io/skip{{ add1 $i }}: {{ $skip | quote }}
+{{- end }}
+{{- end }}
+
+
+{{/*
+Online feature store. onlineStoreUrl: the in-chart Redis primary (pod 0 through the headless Service) or
+onlineStore.url; empty when the online store is off.
+*/}}
+{{- define "fraud-detection.redisName" -}}
+{{- include "fraud-detection.componentName" (list . "redis") }}
+{{- end }}
+
+{{- define "fraud-detection.onlineStoreUrl" -}}
+{{- if .Values.onlineStore.redis.enabled }}
+{{- $name := include "fraud-detection.redisName" . }}
+{{- printf "redis://%s-0.%s.%s.svc:6379/0" $name $name (include "fraud-detection.namespace" .) }}
+{{- else }}
+{{- .Values.onlineStore.url }}
+{{- end }}
+{{- end }}
+
+{{/*
+Port of the external Redis URL (for the predictor's egress rule): the URL's port, else 6380 for rediss://
+and 6379 for redis://.
+*/}}
+{{- define "fraud-detection.onlineStorePort" -}}
+{{- $url := urlParse .Values.onlineStore.url }}
+{{- $hostPort := splitList ":" $url.host }}
+{{- if gt (len $hostPort) 1 }}
+{{- last $hostPort }}
+{{- else }}
+{{- ternary "6380" "6379" (eq $url.scheme "rediss") }}
+{{- end }}
+{{- end }}
+
+{{/*
+Online store settings of the model server: the URL, the password by secretKeyRef, the unavailable mode.
+*/}}
+{{- define "fraud-detection.onlineStoreEnv" -}}
+{{- with include "fraud-detection.onlineStoreUrl" . }}
+{{- $os := $.Values.onlineStore }}
+{{- if and $os.url $os.redis.enabled }}
+{{- fail "onlineStore: set either onlineStore.url (external Redis) or onlineStore.redis.enabled, not both" }}
+{{- end }}
+- name: FRAUD_ONLINE_STORE
+  value: {{ . | quote }}
+- name: FRAUD_ONLINE_STORE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "onlineStore.passwordSecret.name is required with an online store" $os.passwordSecret.name | quote }}
+      key: {{ $os.passwordSecret.key | quote }}
+- name: FRAUD_ONLINE_STORE_UNAVAILABLE
+  value: {{ $os.whenUnavailable | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Predictor egress to the online store when networkPolicy.egress.enabled: the in-chart Redis pods on 6379, or
+any destination on the external URL's port (a managed cache's private endpoint address is not known here).
+*/}}
+{{- define "fraud-detection.onlineStoreEgress" -}}
+{{- if .Values.onlineStore.redis.enabled }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "fraud-detection.selectorLabels" . | nindent 10 }}
+          app.kubernetes.io/component: redis
+  ports:
+    - protocol: TCP
+      port: 6379
+{{- else if .Values.onlineStore.url }}
+- ports:
+    - protocol: TCP
+      port: {{ include "fraud-detection.onlineStorePort" . }}
 {{- end }}
 {{- end }}

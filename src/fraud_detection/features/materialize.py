@@ -15,7 +15,7 @@ import pandas as pd
 from fraud_detection.data import schema
 from fraud_detection.features.definitions import HOUR, MINUTE, amount_cents
 from fraud_detection.features.online import UNKNOWN_LABEL, tiles_for
-from fraud_detection.features.state.base import TRANSACTION_TTL_SECONDS, Snapshot
+from fraud_detection.features.state.base import TRANSACTION_TTL_SECONDS, OnlineStore, Snapshot
 
 LOG = logging.getLogger(__name__)
 
@@ -162,3 +162,19 @@ def build_snapshot(raw: pd.DataFrame, label_delay_days: int) -> tuple[Snapshot, 
         summary.transaction_records,
     )
     return Snapshot(customer_hashes, terminal_hashes, transactions), summary
+
+
+def backfill(raw: pd.DataFrame, store: OnlineStore) -> MaterializeSummary:
+    """Load the state of a history into an online store (idempotent: the same history twice changes nothing).
+
+    Args:
+        raw: Validated raw transactions (with ``is_fraud`` their labels are applied).
+        store: The online store; its label delay sets the terminal horizon.
+
+    Returns:
+        What was loaded.
+    """
+    snapshot, summary = build_snapshot(raw, store.label_delay_days)
+    store.load(snapshot)
+    LOG.info("backfilled %s: %d customers, %d terminals", store.uri, summary.customers, summary.terminals)
+    return summary

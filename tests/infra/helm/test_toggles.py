@@ -54,6 +54,7 @@ TOGGLES: dict[str, tuple[str, set[tuple[str, str]] | None]] = {
             ("NetworkPolicy", "fraud-detection-predictor"),
             ("NetworkPolicy", "fraud-detection-drift"),
             ("NetworkPolicy", "fraud-detection-minio"),
+            ("NetworkPolicy", "fraud-detection-redis"),
         },
     ),
     "istioAuth": (
@@ -71,6 +72,14 @@ TOGGLES: dict[str, tuple[str, set[tuple[str, str]] | None]] = {
             ("Service", "fraud-detection-minio"),
             ("PersistentVolumeClaim", "fraud-detection-minio"),
             ("NetworkPolicy", "fraud-detection-minio"),
+        },
+    ),
+    "onlineStoreRedis": (
+        "onlineStore.redis.enabled=false",
+        {
+            ("StatefulSet", "fraud-detection-redis"),
+            ("Service", "fraud-detection-redis"),
+            ("NetworkPolicy", "fraud-detection-redis"),
         },
     ),
 }

@@ -150,3 +150,16 @@ def test_the_embedded_store_persists_in_its_directory(tmp_path, directory):
     reopened = EmbeddedStore(path, 7)
     assert bool(reopened.fields(CUSTOMER_PREFIX + "c")) is directory
     reopened.close()
+
+
+def test_materializing_the_same_history_twice_changes_nothing(small_raw: pd.DataFrame, tmp_path):
+    from fraud_detection.features.materialize import build_snapshot
+
+    snapshot, _ = build_snapshot(small_raw, 7)
+    once, twice = EmbeddedStore(None, 7), EmbeddedStore(None, 7)
+    once.load(snapshot)
+    twice.load(snapshot)
+    twice.load(snapshot)
+    customer = CUSTOMER_PREFIX + str(small_raw["customer_id"].iloc[0])
+    terminal = TERMINAL_PREFIX + str(small_raw["terminal_id"].iloc[0])
+    assert once.fields(customer) == twice.fields(customer) and once.fields(terminal) == twice.fields(terminal)

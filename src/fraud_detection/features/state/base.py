@@ -108,7 +108,11 @@ class OnlineStore(ABC):
 
     @abstractmethod
     def load(self, snapshot: Snapshot) -> None:
-        """Merge materialized state into the store (tile counters add up, ``since`` takes the minimum).
+        """Write materialized state, idempotently: loading the same history twice changes nothing.
+
+        Each tile counter is set to the snapshot's value, ``since`` takes the minimum and ``newest`` the maximum,
+        transaction records are set. Tiles the snapshot covers lose what live traffic recorded in them: backfill
+        before serving, or from a history that includes what was served.
 
         Args:
             snapshot: The state.

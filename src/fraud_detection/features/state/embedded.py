@@ -203,7 +203,7 @@ class EmbeddedStore(OnlineStore):
                         elif name == "newest":
                             current[name] = max(current.get(name, int(value)), int(value))
                         else:
-                            current[name] = current.get(name, 0) + int(value)
+                            current[name] = int(value)
             self._transactions.update(snapshot.transactions)
             self._compact()
 

@@ -130,7 +130,7 @@ end
 return {applied, unchanged, unknown}
 """
 
-# KEYS: one hash. ARGV: field, value pairs; 'since' takes the minimum, 'newest' the maximum, the rest add up.
+# KEYS: one hash. ARGV: field, value pairs; 'since' takes the minimum, 'newest' the maximum, tiles are set.
 _LOAD = """
 local key = KEYS[1]
 for i = 1, #ARGV, 2 do
@@ -142,7 +142,7 @@ for i = 1, #ARGV, 2 do
       redis.call('HSET', key, name, value)
     end
   else
-    redis.call('HINCRBY', key, name, value)
+    redis.call('HSET', key, name, value)
   end
 end
 return 1
