@@ -10,6 +10,7 @@ BENCHES = (
     "bench.core_bench",
     "bench.pipeline_bench",
     "bench.serving_bench",
+    "bench.online_bench",
     "bench.drift_bench",
     "bench.image_size",
 )

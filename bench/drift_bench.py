@@ -47,7 +47,7 @@ def _prepare(root: Path, rows: int) -> str:
     from fraud_detection.model.candidate import train_bundle
     from fraud_detection.model.registry import ModelRegistry
     from fraud_detection.model.train import TrainConfig, score
-    from fraud_detection.monitoring.payload_log import BASE_COLUMNS, DECISION_COLUMN, TRANSACTION_KEY
+    from fraud_detection.monitoring.payload_columns import BASE_COLUMNS, DECISION_COLUMN, TRANSACTION_KEY
     from fraud_detection.store.local import LocalStore
 
     store = LocalStore(root)

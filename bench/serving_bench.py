@@ -150,6 +150,11 @@ def wrk(url: str, body: bytes, connections: int, duration: float, workdir: Path)
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
+    return wrk_script(url, script, connections, duration)
+
+
+def wrk_script(url: str, script: Path, connections: int, duration: float) -> Load:
+    """Run wrk (one thread, pinned to the client CPU) with a Lua script, e.g. one building a body per request."""
     seconds = f"-d{max(1, round(duration))}s"
     cmd = ["wrk", "-t1", f"-c{connections}", seconds, "--timeout", "10s", "--latency", "-s", str(script), url]
     out = subprocess.run(pinned(CLIENT_CPU, cmd), capture_output=True, text=True, check=True).stdout
@@ -165,22 +170,25 @@ def wrk(url: str, body: bytes, connections: int, duration: float, workdir: Path)
 
 
 async def _grpc_load(target: str, request: Any, concurrency: int, duration: float) -> Load:
+    """Load a gRPC server; ``request`` is a ModelInferRequest, or a callable returning a new one per call."""
     import grpc
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
+    make = request if callable(request) else lambda: request
     latencies: list[float] = []
     errors = 0
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        await stub.ModelInfer(request)  # warm-up
+        await stub.ModelInfer(make())  # warm-up
         stop = time.perf_counter() + duration
 
         async def worker() -> None:
             nonlocal errors
             while time.perf_counter() < stop:
+                message = make()
                 start = time.perf_counter()
                 try:
-                    await stub.ModelInfer(request)
+                    await stub.ModelInfer(message)
                     latencies.append(time.perf_counter() - start)
                 except grpc.aio.AioRpcError:
                     errors += 1
@@ -256,6 +264,30 @@ def build_bundle(workdir: Path) -> Path:
     return out
 
 
+@contextmanager
+def mlserver(mlserver_python: str, bundle: Path, workdir: Path, env: dict[str, str]) -> Iterator[str]:
+    """MLServer with its stock sklearn runtime serving the bundle's ``model.joblib``; yields its v2 infer URL."""
+    model_dir = workdir / "mlserver"
+    model_dir.mkdir(exist_ok=True)
+    shutil.copy(bundle / "model.joblib", model_dir / "model.joblib")
+    http_port = free_port()
+    (model_dir / "settings.json").write_text(json.dumps({
+        "host": "127.0.0.1", "http_port": http_port, "grpc_port": free_port(), "metrics_port": free_port(),
+        "debug": False,
+        # MLServer 1.7.1's worker processes crash at start with uvloop 0.23 ("no current event loop"):
+        # serve in the main process instead (one process, as ours).
+        "parallel_workers": 0,
+    }))  # fmt: skip
+    (model_dir / "model-settings.json").write_text(json.dumps({
+        "name": MODEL, "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib"},
+    }))  # fmt: skip
+    executable = str(Path(mlserver_python).parent / "mlserver")
+    ml_env = {**env, "PYTHONPATH": str(REPO / "src")}  # the pickle references fraud_detection.model.train
+    ready = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/ready"
+    with server("mlserver", [executable, "start", str(model_dir)], ready, workdir, env=ml_env, cwd=model_dir):
+        yield f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/infer"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, help="bundle directory (default: train one like `fraud train`)")
@@ -322,25 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     # (b) MLServer, stock sklearn runtime
     if args.mlserver_python:
-        model_dir = workdir / "mlserver"
-        model_dir.mkdir()
-        shutil.copy(bundle / "model.joblib", model_dir / "model.joblib")
-        http_port = free_port()
-        (model_dir / "settings.json").write_text(json.dumps({
-            "host": "127.0.0.1", "http_port": http_port, "grpc_port": free_port(), "metrics_port": free_port(),
-            "debug": False,
-            # MLServer 1.7.1's worker processes crash at start with uvloop 0.23 ("no current event loop"):
-            # serve in the main process instead (one process, as ours).
-            "parallel_workers": 0,
-        }))  # fmt: skip
-        (model_dir / "model-settings.json").write_text(json.dumps({
-            "name": MODEL, "implementation": "mlserver_sklearn.SKLearnModel", "parameters": {"uri": "./model.joblib"},
-        }))  # fmt: skip
-        mlserver = str(Path(args.mlserver_python).parent / "mlserver")
-        ml_env = {**env, "PYTHONPATH": str(REPO / "src")}  # the pickle references fraud_detection.model.train
-        url = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/infer"
-        ready = f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/ready"
-        with server("mlserver", [mlserver, "start", str(model_dir)], ready, workdir, env=ml_env, cwd=model_dir):
+        with mlserver(args.mlserver_python, bundle, workdir, env) as url:
             single = v2_body(row, name="input-0", outputs=["predict_proba"])
             batch = v2_body(thousand, name="input-0", outputs=["predict_proba"])
             results["mlserver"] = measure("mlserver", url, single, batch, "predict_proba")

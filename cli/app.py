@@ -13,6 +13,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from cli import data as cli_data
+from cli import keys as cli_keys
 from cli import model as cli_model
 from cli import monitoring as cli_monitoring
 from cli import online as cli_online
@@ -32,6 +33,7 @@ app.add_typer(
 )
 app.add_typer(cli_rollout.app, name="rollout", help="Canary rollout with Prometheus-gated promotion or rollback.")
 app.add_typer(cli_online.app, name="online", help="Online feature store of raw-transaction scoring: backfill, labels.")
+app.add_typer(cli_keys.app, name="keys", help="Ed25519 keys that sign and verify model bundles.")
 
 
 @app.callback()

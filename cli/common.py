@@ -29,7 +29,8 @@ EXPECTED_ERRORS = (
     RegistryError,
     BundleIntegrityError,
     ValueError,
-    FileExistsError,
+    # a user's path: unwritable (/proc, read-only), not a directory, permission denied; also an unreachable store
+    OSError,
 )
 
 StoreOpt = Annotated[
@@ -55,8 +56,19 @@ def guarded(fn: Callable[[], T], also: tuple[type[Exception], ...] = ()) -> T:
     try:
         return fn()
     except expected as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {_one_line(exc)}", markup=True, highlight=False)
         raise typer.Exit(code=2) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an expected error on one line (rich markup in it escaped)."""
+    from rich.markup import escape
+
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return escape(" ".join(text.split()))
 
 
 @contextmanager
@@ -91,9 +103,16 @@ def load_features(data: Path, column_map: list[str] | None, label_delay_days: in
     if data.suffix == ".parquet" and data.is_file():
         import pyarrow.parquet as pq
 
-        columns = set(pq.read_schema(data).names)
+        try:
+            columns = set(pq.read_schema(data).names)  # the footer only
+        except Exception as exc:
+            raise schema.SchemaError(
+                f"input {data}: not a readable Parquet file: {' '.join(str(exc).split())}"
+            ) from exc
         if set(schema.FEATURES) <= columns:
-            frame = pd.read_parquet(data)
+            frame = schema.read_parquet_file(data)  # checked and validated in full
+            if frame.empty:
+                raise schema.SchemaError(f"input {data}: no rows")
             schema.validate_feature_frame(frame)
             return frame
     with step(f"reading {data}"):

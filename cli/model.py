@@ -101,7 +101,13 @@ def _train_and_maybe_register(
             )
         _metrics_table(f"{meta['model_type']} {meta['version']} on the held-out window", meta["metrics"])
         if output is not None:
-            LOG.info("bundle written to %s", output)
+            if settings.signing_key is not None:
+                from fraud_detection.model.bundle import load_signing_key, sign_bundle
+
+                sign_bundle(output, load_signing_key(settings.signing_key.get_secret_value()))
+                LOG.info("bundle written to %s, signed", output)
+            else:
+                LOG.info("bundle written to %s, unsigned (no FRAUD_SIGNING_KEY)", output)
             return
         registry = open_registry(settings)
         with step("gating against production and registering"):
@@ -145,9 +151,10 @@ def evaluate_cmd(
     def body() -> None:
         settings = settings_for(store)
         if bundle is not None:
-            from fraud_detection.model.bundle import load_bundle
+            from fraud_detection.model.bundle import BundleTrust, load_bundle
 
-            loaded = load_bundle(bundle)
+            trust = BundleTrust.from_config(settings.verify_key, settings.trust_unsigned, remote=False)
+            loaded = load_bundle(bundle, trust=trust)
         else:
             loaded = open_registry(settings).load(model_ref, Path(settings.cache_dir))
         frame = load_features(data, column_map, loaded.metadata.training.label_delay_days)

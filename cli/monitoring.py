@@ -5,9 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fraud_detection.settings import DriftSettings
+    from fraud_detection.store.base import ArtifactStore
 
 LOG = logging.getLogger("fraud")
 labels_app = typer.Typer(help="Delayed labels (chargebacks).", no_args_is_help=True)
@@ -45,11 +51,21 @@ def drift(
                 ", ".join(summary["drifted_features"]) or "none",
             )
         else:
+            from fraud_detection.monitoring.drift_job import NothingToMonitorError
             from monitoring.drift_job import run_from_settings
 
-            summary = run_from_settings(
-                store=store, window_hours=window_hours, pushgateway_url=pushgateway_url
-            ).as_dict()
+            try:
+                job = run_from_settings(store=store, window_hours=window_hours, pushgateway_url=pushgateway_url)
+            except NothingToMonitorError as exc:
+                typer.echo(f"nothing to monitor: {exc}", err=True)
+                return
+            summary = job.as_dict()
+            if job.skipped:
+                typer.echo(
+                    f"warning: skipped {len(job.skipped)} bad object(s), computed on the rest: "
+                    + "; ".join(f"{o.kind} {o.key}" for o in job.skipped[:5]),
+                    err=True,
+                )
         if output_json is not None:
             write_json(output_json, summary)
         typer.echo(json.dumps(summary, indent=2, default=str))
@@ -81,8 +97,10 @@ def labels_ingest(
         labels = read_label_file(file)
         settings = DriftSettings()
         # --store puts everything there; else the labels go beside the payload log.
-        key = ingest_labels(open_configured_store(settings, store or settings.payload_log_uri), labels)
+        log_store = open_configured_store(settings, store or settings.payload_log_uri)
+        key = ingest_labels(log_store, labels)
         typer.echo(key)
+        _report_unknown_ids(log_store, labels, settings)
         online_settings = OnlineSettings()
         uri = online or online_settings.online_store
         if uri:
@@ -101,6 +119,33 @@ def labels_ingest(
             )
 
     guarded(body)
+
+
+def _report_unknown_ids(store: ArtifactStore, labels: pd.DataFrame, settings: DriftSettings) -> None:
+    """Tell how many labels match no prediction logged over the label history (they cannot count in quality)."""
+    from datetime import UTC, datetime
+
+    from fraud_detection.monitoring.drift_job import LABEL_HISTORY
+    from fraud_detection.monitoring.labels import EXAMPLES, unknown_ids
+    from fraud_detection.monitoring.payload_columns import TRANSACTION_KEY
+    from fraud_detection.monitoring.payload_reader import read_payload_log
+
+    end = datetime.now(UTC)
+    try:
+        log = read_payload_log(store, settings.model_name, end - LABEL_HISTORY, end)
+    except Exception as exc:
+        typer.echo(f"warning: labels not checked against the payload log: {' '.join(str(exc).split())}", err=True)
+        return
+    known = set(log[TRANSACTION_KEY].dropna().astype(str)) if TRANSACTION_KEY in log.columns else set()
+    key = settings.identifier_key.get_secret_value().encode() if settings.identifier_key else None
+    unknown = unknown_ids(labels, known, key)
+    if unknown:
+        typer.echo(
+            f"warning: {len(unknown)} of {len(labels)} label(s) match no prediction of {settings.model_name} logged "
+            f"in the last {LABEL_HISTORY.days} days (stored, but not counted in realised quality), e.g. "
+            + ", ".join(unknown[:EXAMPLES]),
+            err=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

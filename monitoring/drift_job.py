@@ -4,6 +4,9 @@ It wires the domain's drift job to the settings, the payload log, the Pushgatewa
 training pipeline on Kubeflow); ``fraud drift`` without files calls :func:`run_from_settings` too.
 
 Exits 0 on success, 1 on failure (so the Kubernetes Job shows it); the last-success gauge is pushed only on success.
+A run that skipped bad objects (a corrupt payload-log partition or label object, rows of a version not in the
+registry) still succeeds: each is logged with its key, counted in ``fraud_drift_skipped_objects_total``, and a
+warning sums them up (docs/RUNBOOK.md). An empty store (no production model, nothing logged) is one line and exit 0.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fraud_detection.monitoring.drift_job import DriftJobConfig, DriftJobResult, run_drift_job
+from fraud_detection.monitoring.drift_job import DriftJobConfig, DriftJobResult, NothingToMonitorError, run_drift_job
 from fraud_detection.settings import DriftSettings
 from fraud_detection.store.uri import open_configured_store
 
@@ -39,7 +42,7 @@ def run_from_settings(
         The job result.
     """
     from fraud_detection.monitoring import telemetry
-    from fraud_detection.monitoring.payload_log import read_payload_log
+    from fraud_detection.monitoring.payload_reader import read_payload_log
 
     settings = settings or DriftSettings()
     config = DriftJobConfig(
@@ -107,6 +110,9 @@ def main() -> int:
     log = logging.getLogger("monitoring.drift_job")
     try:
         result = run_from_settings()
+    except NothingToMonitorError as exc:
+        log.warning("nothing to monitor: %s", exc)
+        return 0
     except Exception:
         log.exception("drift job failed")
         return 1
@@ -119,6 +125,14 @@ def main() -> int:
             "window too small: drift not judged"
             if drift.too_small
             else f"drifted share {drift.drifted_share:.2f}, dataset drift {drift.dataset_drifted}",
+        )
+    if result.dropped_rows:
+        log.warning("dropped %d payload-log row(s) with a non-finite or out-of-range value", result.dropped_rows)
+    if result.skipped:
+        log.warning(
+            "skipped %d bad object(s), computed on the rest (docs/RUNBOOK.md, 'Drift job skipped objects'): %s",
+            len(result.skipped),
+            "; ".join(f"{o.kind} {o.key}" for o in result.skipped[:10]) + ("; ..." if len(result.skipped) > 10 else ""),
         )
     return 0
 

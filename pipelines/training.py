@@ -36,12 +36,16 @@ CONFIG_MAP_KEYS = (
     "FRAUD_PAYLOAD_LOG_URI",
     "FRAUD_TRAINING_DATA",
     "FRAUD_ONLINE_STORE",
+    "FRAUD_VERIFY_KEY",
+    "FRAUD_TRUST_UNSIGNED",
 )
 #: Optional secrets in the same Secret, each read only by the task that needs it: the HMAC key of the identifier
-#: hashes (the ingest step joins labels to the payload log with it) and the online store's password (the deploy
-#: step's backfill). Optional, so a Secret without them still runs.
+#: hashes (the ingest step joins labels to the payload log with it), the bundle signing key (the register step signs
+#: the published version's manifest with it) and the online store's password (the deploy step's backfill).
+#: Optional, so a Secret without them still runs.
 OPTIONAL_SECRET_KEYS = {
     "ingest-data": {"FRAUD_IDENTIFIER_KEY": "FRAUD_IDENTIFIER_KEY"},
+    "register-model": {"FRAUD_SIGNING_KEY": "FRAUD_SIGNING_KEY"},
     "deploy-model": {"FRAUD_ONLINE_STORE_PASSWORD": "FRAUD_ONLINE_STORE_PASSWORD"},
 }
 #: Tasks that read or write the store (get the Secret); the data steps are cached.

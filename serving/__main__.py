@@ -23,9 +23,9 @@ from pydantic import ValidationError
 
 from fraud_detection.features.service import OnlineFeatures
 from fraud_detection.features.state.uri import open_online_store
-from fraud_detection.model.bundle import MANIFEST_FILE, Bundle, BundleIntegrityError, load_bundle
+from fraud_detection.model.bundle import MANIFEST_FILE, Bundle, BundleIntegrityError, BundleTrust, load_bundle
 from fraud_detection.model.registry import open_registry
-from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger
+from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger, spool_dir_for
 from fraud_detection.settings import ServeSettings, settings_from
 from fraud_detection.store.base import ArtifactStore
 from fraud_detection.store.uri import open_configured_store
@@ -104,6 +104,14 @@ def build_parser(env: Mapping[str, str], settings: ServeSettings | None = None) 
         help="load this version or alias (production, canary, latest) from the store instead of --model_dir",
     )
     parser.add_argument("--cache_dir", default=None, help="where store downloads go (default FRAUD_CACHE_DIR)")
+    parser.add_argument(
+        "--trust_unsigned",
+        action="store_const",
+        const=True,
+        default=settings.trust_unsigned,
+        help="load bundles without a signature (development only; default FRAUD_TRUST_UNSIGNED, unset: only from "
+        "a local directory when FRAUD_VERIFY_KEY is not set)",
+    )
     parser.add_argument("--max_batch_size", type=int, default=settings.max_batch_size, help="rows per request")
     parser.add_argument(
         "--scorer",
@@ -137,6 +145,12 @@ def build_parser(env: Mapping[str, str], settings: ServeSettings | None = None) 
         help="also log raw transaction/customer/terminal ids",
     )
     parser.add_argument(
+        "--payload_log_spool_dir",
+        default=settings.payload_log_spool_dir,
+        help="local spool the payload log syncs every 0.1 s so a SIGKILL loses almost nothing (an emptyDir or PVC "
+        "in a pod; default .fraud/spool/<model>/<store hash>; off: none)",
+    )
+    parser.add_argument(
         "--expected_version",
         default=settings.model_version,
         help="warn when the loaded bundle has another version",
@@ -152,6 +166,27 @@ def build_parser(env: Mapping[str, str], settings: ServeSettings | None = None) 
         choices=("reject", "degraded"),
         default=settings.online_store_unavailable,
         help="when the online store is down: 503, or score without history (marked degraded)",
+    )
+    parser.add_argument(
+        "--max_body_bytes", type=int, default=settings.max_body_bytes, help="largest request body; above: 413"
+    )
+    parser.add_argument(
+        "--max_amount",
+        type=float,
+        default=settings.max_amount,
+        help="largest amount, in raw transactions and feature vectors",
+    )
+    parser.add_argument(
+        "--enable_model_repository",
+        action=argparse.BooleanOptionalAction,
+        default=settings.enable_model_repository,
+        help="serve KServe's model repository extension (unauthenticated model load/unload over REST and gRPC)",
+    )
+    parser.add_argument(
+        "--expose_threshold",
+        action=argparse.BooleanOptionalAction,
+        default=settings.expose_threshold,
+        help="report the decision threshold in responses and in fraud_serving_model_info",
     )
     parser.add_argument("--log_level", default=settings.log_level)
     parser.add_argument(
@@ -262,19 +297,23 @@ def make_loader(args: argparse.Namespace, settings: ServeSettings) -> Callable[[
     Raises:
         SystemExit: Neither ``--model_ref`` nor ``--model_dir`` is given.
     """
+    trust_unsigned = getattr(args, "trust_unsigned", settings.trust_unsigned)
+    if trust_unsigned is not None:
+        settings = settings.model_copy(update={"trust_unsigned": trust_unsigned})
     if args.model_ref:
         uri = args.store_uri or settings.store_uri
         cache = Path(args.cache_dir or settings.cache_dir)
 
         def from_store() -> Bundle:
-            registry = open_registry(settings, uri, args.model_name)
+            registry = open_registry(settings, uri, args.model_name)  # checks signatures: FRAUD_VERIFY_KEY
             LOG.info("loading %s %s from %s", args.model_name, args.model_ref, uri)
             return registry.load(args.model_ref, cache)
 
         return from_store
     if args.model_dir:
         model_dir = Path(args.model_dir)
-        return lambda: load_bundle(find_bundle_dir(model_dir))
+        trust = BundleTrust.from_config(settings.verify_key, settings.trust_unsigned, remote=False)
+        return lambda: load_bundle(find_bundle_dir(model_dir), trust=trust)
     raise SystemExit("give --model_dir (a bundle directory) or --model_ref with --store_uri")
 
 
@@ -301,11 +340,19 @@ def make_payload_logger_factory(
         max_buffer_rows=max(args.payload_log_max_rows, args.payload_log_flush_rows),
         log_identifiers=args.payload_log_identifiers,
         identifier_key=settings.identifier_key.get_secret_value().encode() if settings.identifier_key else None,
+        spool_dir=spool_dir_for(getattr(args, "payload_log_spool_dir", None), args.model_name, uri),
+        spool_max_bytes=settings.payload_log_spool_max_bytes,
     )
     store = LazyStore(lambda: open_configured_store(settings, uri), uri)
 
     def factory(version: str, on_drop: Callable[[int], None]) -> PayloadLogger:
-        LOG.info("payload log to %s/payload-logs/%s (identifiers %s)", uri, args.model_name, config.log_identifiers)
+        LOG.info(
+            "payload log to %s/payload-logs/%s (identifiers %s, spool %s)",
+            uri,
+            args.model_name,
+            config.log_identifiers,
+            config.spool_dir or "off",
+        )
         return PayloadLogger(store, args.model_name, version, config, on_drop=on_drop)
 
     return factory
@@ -381,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         payload_logger_factory=make_payload_logger_factory(args, settings),
         compiled=args.scorer == "compiled",
         online_factory=make_online_factory(args, settings),
+        max_amount=args.max_amount,
+        expose_threshold=args.expose_threshold,
     )
     try:
         model.load()
@@ -401,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             max_asyncio_workers=args.max_asyncio_workers,
             enable_grpc=args.enable_grpc,
             enable_docs_url=args.enable_docs_url,
+            max_body_bytes=args.max_body_bytes,
+            enable_model_repository=args.enable_model_repository,
             enable_latency_logging=False,
             access_log_format=args.access_log_format,
             event_loop=args.event_loop,

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 from kserve import InferOutput, InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ServerNotReady
 
@@ -32,15 +31,15 @@ from fraud_detection.scoring.results import InputError, ScoreResult
 from fraud_detection.scoring.scorer import Scorer
 from serving.codec import (
     IDENTIFIERS,
+    MAX_AMOUNT,
     Tensor,
     identifiers_from_records,
     identifiers_from_tensors,
-    is_raw_request,
     matrix_from_records,
     matrix_from_tensors,
-    raw_from_records,
-    raw_from_tensors,
 )
+from serving.raw_codec import is_raw_request, raw_from_records, raw_from_tensors
+from serving.strict import check_max_amount, parse_json
 
 LOG = logging.getLogger(__name__)
 
@@ -121,6 +120,8 @@ class FraudModel(Model):
         compiled: Use the compiled scorer when the model allows it.
         online_factory: Called with the bundle's label delay; returns the online features that raw transactions are
             scored with (None: raw transactions get a 400).
+        max_amount: Largest ``amount`` accepted, in raw transactions and feature vectors alike.
+        expose_threshold: Report the decision threshold in responses and in ``fraud_serving_model_info``.
     """
 
     def __init__(
@@ -133,8 +134,12 @@ class FraudModel(Model):
         payload_logger_factory: Callable[[str, Callable[[int], None]], PayloadLogger | None] | None = None,
         compiled: bool = True,
         online_factory: Callable[[int], OnlineFeatures] | None = None,
+        max_amount: float = MAX_AMOUNT,
+        expose_threshold: bool = True,
     ) -> None:
         super().__init__(name)
+        self.max_amount = max_amount
+        self.expose_threshold = expose_threshold
         self._online_factory = online_factory
         self.online: OnlineFeatures | None = None
         self._loader = loader
@@ -146,6 +151,11 @@ class FraudModel(Model):
         self.bound_metrics: BoundServingMetrics | None = None
         self.payload_logger: PayloadLogger | None = None
         self._parameters: dict[str, str] = {}
+
+    @property
+    def max_batch_size(self) -> int:
+        """Largest number of rows per request."""
+        return self._max_batch_size
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def load(self) -> bool:
@@ -170,6 +180,11 @@ class FraudModel(Model):
         self.loaded = LoadedModel(scorer, meta.version, scorer.threshold, bundle.manifest_sha256)
         self.bound_metrics = self._metrics.bind(self.name, meta.version, scorer.threshold)
         self._parameters = {"model_version": meta.version, "threshold": f"{scorer.threshold:.6g}"}
+        if not self.expose_threshold:
+            info = self._metrics.model_info
+            info.remove(self.name, meta.version, f"{scorer.threshold:g}")
+            info.labels(self.name, meta.version, "hidden").set(1)
+            del self._parameters["threshold"]
         if self._payload_logger_factory is not None:
             logger = self._payload_logger_factory(meta.version, self.bound_metrics.payload_log_dropped.inc)
             self.payload_logger = logger.start() if logger is not None else None
@@ -204,6 +219,17 @@ class FraudModel(Model):
         if self.online is None or self.online.degraded_when_unavailable:
             return True
         return await asyncio.to_thread(self.online.healthy)
+
+    def validate(self, payload: Any) -> Any:
+        """No KServe pre-validation: the codec checks every field and names it (see :meth:`predict`).
+
+        Args:
+            payload: Decoded request.
+
+        Returns:
+            The payload.
+        """
+        return payload
 
     # -- metadata -------------------------------------------------------------------------------------------
     def get_input_types(self) -> list[dict[str, Any]]:
@@ -252,7 +278,7 @@ class FraudModel(Model):
         try:
             if isinstance(payload, bytes | bytearray | memoryview):
                 payload = _json_body(payload)
-            transactions = self._raw_transactions(payload, self.loaded.scorer.max_batch_size)
+            transactions = self._raw_transactions(payload, self.loaded.scorer.max_batch_size, self.max_amount)
             if transactions is None:
                 return payload
             if self.online is None:
@@ -276,15 +302,15 @@ class FraudModel(Model):
         return RawScoring(payload, tuple(transactions), batch)
 
     @staticmethod
-    def _raw_transactions(payload: Any, max_rows: int) -> list[RawTransaction] | None:
+    def _raw_transactions(payload: Any, max_rows: int, max_amount: float) -> list[RawTransaction] | None:
         if isinstance(payload, InferRequest):
             if not is_raw_request([str(inp.name) for inp in payload.inputs]):
                 return None
-            return raw_from_tensors([_tensor(inp) for inp in payload.inputs], max_rows)
+            return raw_from_tensors([_tensor(inp) for inp in payload.inputs], max_rows, max_amount)
         if isinstance(payload, Mapping) and isinstance(payload.get("instances"), list):
             records = payload["instances"]
             if records and isinstance(records[0], Mapping) and is_raw_request(list(records[0])):
-                return raw_from_records(records, max_rows)
+                return raw_from_records(records, max_rows, max_amount)
         return None
 
     def predict(
@@ -334,6 +360,7 @@ class FraudModel(Model):
         else:
             tensors = [_tensor(inp) for inp in request.inputs]
             X = matrix_from_tensors(scorer, tensors)
+            check_max_amount(X, scorer.feature_index[schema.AMOUNT], self.max_amount)
             ids = identifiers_from_tensors(tensors, X.shape[0]) if any(t.name in IDENTIFIERS for t in tensors) else None
         if _flag(request.parameters, RETURN_FEATURES) and FEATURES_OUTPUT not in requested:
             requested.append(FEATURES_OUTPUT)
@@ -387,7 +414,8 @@ class FraudModel(Model):
             body = _json_body(body)
         if not isinstance(body, Mapping):
             raise InputError(
-                f"request body must be a JSON object with 'instances' or 'features', got {type(body).__name__}"
+                f"request body must be a JSON object with 'instances' or 'features', got {type(body).__name__}",
+                field="body",
             )
         unknown = sorted(set(body) - V1_KEYS)
         if unknown:
@@ -422,6 +450,8 @@ class FraudModel(Model):
         else:
             X, imputed = matrix_from_records(scorer, records, required=schema.SEED_FEATURES)
             ids = identifiers_from_records(records) or None
+        if raw is None:
+            check_max_amount(X, scorer.feature_index[schema.AMOUNT], self.max_amount)
         result = scorer.score(X, explain=explain)
         request_id = _request_id(body.get("id"), headers)
         self._record(X, result, request_id, ids, imputed, raw)
@@ -446,6 +476,8 @@ class FraudModel(Model):
             "threshold": loaded.threshold,
             "predictions": predictions,
         }
+        if not self.expose_threshold:
+            del response["threshold"]
         if any(imputed):
             response["imputed_from"] = SEED_COMPLETION
         if explain:
@@ -478,10 +510,7 @@ class FraudModel(Model):
 
 
 def _json_body(body: bytes | bytearray | memoryview) -> Any:
-    try:
-        return orjson.loads(bytes(body))
-    except orjson.JSONDecodeError as exc:
-        raise InputError(f"request body is not JSON: {exc}") from exc
+    return parse_json(bytes(body))
 
 
 def _flag(parameters: Any, name: str) -> bool:
@@ -523,7 +552,9 @@ def _tensor(inp: Any) -> Tensor:
             field=str(inp.name),
         ) from exc
     shape = inp.shape
-    if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise InputError(f"input {inp.name!r}: invalid shape {shape!r}", kind="shape", field=str(inp.name))
     if data is None:
         raise InputError(f"input {inp.name!r} has no data", kind="format", field=str(inp.name))
@@ -538,7 +569,8 @@ def _requested_outputs(request: InferRequest) -> list[str]:
         if name not in OUTPUTS:
             raise InputError(f"unknown output {name!r} requested (outputs: {', '.join(OUTPUTS)})", field=name)
     if len(set(names)) != len(names):
-        raise InputError("an output is requested more than once", field=names[0])
+        dup = next(n for n in names if names.count(n) > 1)
+        raise InputError(f"output {dup!r} is requested more than once", field=dup)
     return names
 
 
@@ -557,7 +589,7 @@ def _rows(rows: list[Any], n_features: int) -> np.ndarray:
     for i, row in enumerate(rows):
         if len(row) != n_features:
             raise InputError(
-                f"instances row {i}: {len(row)} values, expected {n_features} in schema order "
+                f"'instances' row {i}: {len(row)} values, expected {n_features} in schema order "
                 f"({', '.join(schema.FEATURES)})",
                 kind="shape",
             )

@@ -11,174 +11,32 @@ KServe's routes, data plane and gRPC servicer, and adds:
 * :class:`TolerantDataPlane`: turns any decoding failure of a malformed body into ``InvalidInput`` (400);
 * a handler mapping FastAPI's ``RequestValidationError`` (422) to 400 with a message naming the field;
 * :class:`MeteredInferenceServicer`: the same metrics for gRPC ``ModelInfer``.
+
+Hardening: a request body limit enforced while the body streams in (413), v2 infer and v1 predict routes of our own
+that parse and check bodies strictly (off the event loop when large), the model repository routes (load/unload) off
+unless enabled, ``/openapi.json`` off with the docs, client errors (4xx) logged at INFO without a traceback, and on
+SIGTERM gRPC drains before the model unloads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from concurrent import futures
 from typing import Any
 
 import kserve.model_server
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from grpc import aio
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
-from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ServerNotReady
+from kserve.errors import (
+    InvalidInput,
+)
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
-from kserve.protocol.grpc.server import GRPCServer
-from kserve.protocol.grpc.servicer import InferenceServicer
-from kserve.protocol.rest.server import RESTServer
+from kserve.utils.inference_client_factory import InferenceClientFactory
 
+from serving.grpc_server import BoundGRPCServer
 from serving.model import FraudModel
+from serving.rest import _DOCS_PATHS, DEFAULT_MAX_BODY_BYTES, FraudRESTServer, ScoringHTTPMiddleware
 
 LOG = logging.getLogger(__name__)
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-_INFERENCE_HEADER = b"inference-header-content-length"
-
-
-def scoring_protocol(method: str, path: str) -> str | None:
-    """The ``protocol`` label of a scoring request, or None for other routes.
-
-    Args:
-        method: HTTP method.
-        path: URL path.
-
-    Returns:
-        ``v2_rest``, ``v1_rest`` or None.
-    """
-    if method != "POST":
-        return None
-    if path.startswith("/v2/models/") and path.endswith("/infer"):
-        return "v2_rest"
-    if path.startswith("/v1/models/") and path.endswith(":predict"):
-        return "v1_rest"
-    return None
-
-
-def error_kind(status: int) -> str | None:
-    """The ``kind`` label of a failed request from its HTTP status.
-
-    Args:
-        status: HTTP status code.
-
-    Returns:
-        ``not_found`` (404), ``validation`` (other 4xx), ``unavailable`` (503), ``internal`` (other 5xx) or None for
-        success.
-    """
-    if status < 400:
-        return None
-    if status == 404:
-        return "not_found"
-    if status == 503:
-        return "unavailable"
-    return "validation" if status < 500 else "internal"
-
-
-class ScoringHTTPMiddleware:
-    """Pure ASGI middleware for the scoring routes (other routes pass through untouched).
-
-    Args:
-        app: The wrapped ASGI app.
-        model: The served model (its bound metrics are used once it is loaded).
-    """
-
-    def __init__(self, app: ASGIApp, model: FraudModel) -> None:
-        self.app = app
-        self.model = model
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI call.
-
-        Args:
-            scope: ASGI scope.
-            receive: ASGI receive.
-            send: ASGI send.
-        """
-        if scope.get("type") != "http":
-            await self.app(scope, receive, send)
-            return
-        protocol = scoring_protocol(scope.get("method", ""), scope.get("path", ""))
-        if protocol is None:
-            await self.app(scope, receive, send)
-            return
-        if protocol == "v2_rest":
-            scope = _as_json_unless_binary(scope)
-        status = 500
-        start = time.perf_counter()
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message.get("type") == "http.response.start":
-                status = int(message.get("status", 500))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            metrics = self.model.bound_metrics
-            if metrics is not None:
-                metrics.request(protocol, time.perf_counter() - start, error_kind(status))
-
-
-def _as_json_unless_binary(scope: Scope) -> Scope:
-    """Mark a v2 infer body as JSON unless it uses the binary tensor extension.
-
-    Without the extension's ``Inference-Header-Content-Length`` header the body can only be JSON, whatever its
-    Content-Type says: tritonclient sends none, curl sends a form type. FastAPI would otherwise hand KServe raw
-    bytes, which KServe rejects.
-
-    Args:
-        scope: ASGI scope of the request.
-
-    Returns:
-        The scope, with ``content-type: application/json`` when it needed one.
-    """
-    headers = scope.get("headers", [])
-    content_type = b""
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered == _INFERENCE_HEADER:
-            return scope
-        if lowered == b"content-type":
-            content_type = value.lower()
-    if b"json" in content_type:
-        return scope
-    scope = dict(scope)
-    scope["headers"] = [(n, v) for n, v in headers if n.lower() != b"content-type"]
-    scope["headers"].append((b"content-type", b"application/json"))
-    return scope
-
-
-async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
-    """Answer a body that fails the v2 request schema with 400 (FastAPI's default is 422), naming the field.
-
-    Args:
-        _: The request.
-        exc: The ``RequestValidationError``.
-
-    Returns:
-        A 400 response ``{"error": ...}``.
-    """
-    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    parts = []
-    for err in errors[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
-        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
-    message = "invalid request body: " + ("; ".join(parts) if parts else str(exc))
-    return JSONResponse(status_code=400, content={"error": message})
 
 
 class TolerantDataPlane(DataPlane):
@@ -197,7 +55,9 @@ class TolerantDataPlane(DataPlane):
         """
         if not await super().ready():
             return False
-        models = self._model_registry.get_models().values()
+        models = list(self._model_registry.get_models().values())
+        if not models:  # unloaded (shutdown, or the repository extension when enabled)
+            return False
         return all([await model.healthy() for model in models])
 
     def decode(  # type: ignore[no-untyped-def]
@@ -226,144 +86,75 @@ class TolerantDataPlane(DataPlane):
             raise InvalidInput(f"malformed inference request: {detail}") from exc
 
 
-def grpc_error_kind(exc: BaseException) -> str:
-    """The ``kind`` label of an exception raised while serving a gRPC inference.
-
-    Args:
-        exc: The exception.
-
-    Returns:
-        ``validation``, ``not_found``, ``unavailable`` or ``internal``.
-    """
-    if isinstance(exc, InvalidInput | InferenceError):
-        return "validation"
-    if isinstance(exc, ServerNotReady):
-        return "unavailable"
-    if isinstance(exc, ModelNotFound):
-        return "not_found"
-    return "internal"
-
-
-class MeteredInferenceServicer(InferenceServicer):
-    """KServe's gRPC servicer, recording ModelInfer requests, latency and errors (``protocol=v2_grpc``).
-
-    Args:
-        data_plane: The data plane.
-        model_repository_extension: KServe's repository extension.
-        model: The served model.
-    """
-
-    def __init__(self, data_plane: DataPlane, model_repository_extension: Any, model: FraudModel) -> None:
-        super().__init__(data_plane, model_repository_extension)
-        self._model = model
-
-    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
-        """Run one inference; see ``InferenceServicer.ModelInfer``.
-
-        Args:
-            request: ``ModelInferRequest``.
-            context: gRPC context.
-
-        Returns:
-            ``ModelInferResponse``.
-        """
-        start = time.perf_counter()
-        kind: str | None = None
-        try:
-            return await super().ModelInfer(request, context)
-        except BaseException as exc:
-            kind = grpc_error_kind(exc)
-            raise
-        finally:
-            metrics = self._model.bound_metrics
-            if metrics is not None:
-                metrics.request("v2_grpc", time.perf_counter() - start, kind)
-
-
-class BoundGRPCServer(GRPCServer):
-    """KServe's gRPC server on a chosen host, with the metered servicer and without per-call INFO logging.
-
-    Args:
-        host: Bind address.
-        port: Port.
-        data_plane: The data plane.
-        model_repository_extension: KServe's repository extension.
-        model: The served model.
-        kwargs: KServe arguments (message size limits).
-        grace_period: Seconds to drain on stop.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        data_plane: DataPlane,
-        model_repository_extension: Any,
-        model: FraudModel,
-        kwargs: dict[str, Any],
-        grace_period: int = 30,
-    ) -> None:
-        super().__init__(port, data_plane, model_repository_extension, kwargs=kwargs, grace_period=grace_period)
-        self._host = host
-        self._model = model
-
-    @property
-    def address(self) -> str:
-        """``host:port`` to bind (IPv6 hosts in brackets)."""
-        host = f"[{self._host}]" if ":" in self._host and not self._host.startswith("[") else self._host
-        return f"{host}:{self._port}"
-
-    async def start(self, max_workers: int) -> None:
-        """Serve until stopped.
-
-        Args:
-            max_workers: Threads of the server's executor.
-
-        Raises:
-            RuntimeError: The address cannot be bound.
-        """
-        servicer = MeteredInferenceServicer(self._data_plane, self._model_repository_extension, self._model)
-        self._server = aio.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers),
-            interceptors=(ExceptionToStatusInterceptor(),),
-            options=[
-                ("grpc.max_send_message_length", self._kwargs.get("grpc_max_send_message_length")),
-                ("grpc.max_receive_message_length", self._kwargs.get("grpc_max_receive_message_length")),
-            ],
-        )
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
-        if self._server.add_insecure_port(self.address) == 0:
-            raise RuntimeError(f"cannot bind gRPC to {self.address}")
-        LOG.info("gRPC server listening on %s", self.address)
-        await self._server.start()
-        await self._server.wait_for_termination()
-
-
 class FraudModelServer(kserve.ModelServer):
     """KServe's ModelServer for one :class:`FraudModel`, bound to ``host``.
 
     Args:
         model: The model to serve (loaded and ready before :meth:`start`).
         host: Bind address for REST and gRPC.
+        max_body_bytes: Largest request body (413 above).
+        enable_model_repository: Serve KServe's model repository extension (load/unload over REST and gRPC).
         **kwargs: Passed to ``kserve.ModelServer`` (ports, gRPC switch, threads, ...).
     """
 
-    def __init__(self, model: FraudModel, *, host: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: FraudModel,
+        *,
+        host: str,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        enable_model_repository: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if self.workers != 1:
             raise ValueError("--workers must be 1: scale with replicas (metrics and the payload log are per process)")
         self.model = model
         self.host = host
+        self.max_body_bytes = max_body_bytes
+        self.enable_model_repository = enable_model_repository
         self.dataplane = TolerantDataPlane(model_registry=self.registered_models)
+        self._stopping: asyncio.Task[None] | None = None
 
     def install(self, app: Any) -> None:
-        """Add the middleware and the 400 handler to KServe's FastAPI app (before it serves).
+        """Add the middleware to KServe's FastAPI app and drop the docs routes when docs are off (before it serves).
 
         Args:
             app: ``kserve.model_server.app``.
         """
-        app.add_middleware(ScoringHTTPMiddleware, model=self.model)
-        app.add_exception_handler(RequestValidationError, validation_error_handler)
+        app.add_middleware(ScoringHTTPMiddleware, model=self.model, max_body_bytes=self.max_body_bytes)
+        if not self.enable_docs_url:
+            app.openapi_url = app.docs_url = app.redoc_url = None
+            app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", "") not in _DOCS_PATHS]
+
+    def stop(self, sig: int) -> None:
+        """Shut down on a signal: gRPC stops accepting and drains its in-flight calls, then the model unloads.
+
+        (KServe unloads the model first, so calls still in flight got NOT_FOUND.) REST drains on its own: uvicorn
+        handles the signal first and re-raises it once its requests are done.
+
+        Args:
+            sig: The signal.
+        """
+        if self._stopping is not None:
+            return
+
+        async def shutdown() -> None:
+            await InferenceClientFactory().close()
+            LOG.info("Stopping the model server")
+            if self._grpc_server is not None:
+                LOG.info("stopping the gRPC server (draining in-flight calls for up to %ds)", self.grace_period)
+                await self._grpc_server.stop(sig)
+            for name in list(self.registered_models.get_models()):
+                LOG.info("unloading model %s", name)
+                self.registered_models.unload(name)
+
+        self._stopping = asyncio.get_event_loop().create_task(shutdown())
+
+    async def _serve(self) -> None:
+        await asyncio.gather(*self.servers)
+        if self._stopping is not None:
+            await self._stopping
 
     def start(self, models: list[Any]) -> None:
         """Register the model and serve REST (and gRPC) until a signal stops the server.
@@ -372,7 +163,7 @@ class FraudModelServer(kserve.ModelServer):
             models: The models (ours).
         """
         self._register_and_check_atleast_one_model_is_ready(models)
-        self._rest_server = RESTServer(
+        self._rest_server = FraudRESTServer(
             FASTAPI_APP_IMPORT_STRING,
             self.dataplane,
             self.model_repository_extension,
@@ -384,6 +175,8 @@ class FraudModelServer(kserve.ModelServer):
             timeout_keep_alive=self.timeout_keep_alive,
             ssl_certfile=self.ssl_certfile,
             ssl_keyfile=self.ssl_keyfile,
+            enable_model_repository=self.enable_model_repository,
+            max_rows=self.model.max_batch_size,
         )
         self._rest_server.config.host = self.host
         self.install(kserve.model_server.app)
@@ -398,6 +191,7 @@ class FraudModelServer(kserve.ModelServer):
                 self.model,
                 kwargs=vars(kserve.model_server.args),
                 grace_period=self.grace_period,
+                enable_model_repository=self.enable_model_repository,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()

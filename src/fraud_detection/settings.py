@@ -48,6 +48,16 @@ class StoreSettings(BaseSettings):
     )
     model_name: str = "fraud-detector"
     cache_dir: str = ".fraud/cache"
+    store_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="connect/read timeout of one S3 or Azure request (then bounded retries)"
+    )
+    verify_key: str | None = Field(
+        default=None, description="Ed25519 public key (PEM or raw base64) bundle manifests must be signed with"
+    )
+    trust_unsigned: bool | None = Field(
+        default=None,
+        description="accept unsigned bundles (true), refuse them (false); unset: only from a local directory store",
+    )
 
 
 class KubeflowSettings(BaseSettings):
@@ -84,6 +94,9 @@ class PipelineSettings(KubeflowSettings, StoreSettings):
     identifier_key: SecretStr | None = Field(
         default=None, description="HMAC key of the identifier hashes in the payload log and labels (from a Secret)"
     )
+    signing_key: SecretStr | None = Field(
+        default=None, description="Ed25519 private key (PEM or raw base64) that signs published bundles (a Secret)"
+    )
 
 
 class ServeSettings(StoreSettings):
@@ -108,6 +121,12 @@ class ServeSettings(StoreSettings):
     payload_log_flush_seconds: float = Field(default=60.0, gt=0)
     payload_log_max_rows: int = Field(default=100_000, ge=1)
     payload_log_identifiers: bool = False
+    payload_log_spool_dir: str | None = Field(
+        default=None,
+        description="local spool of the payload log (an emptyDir or PVC in a pod); default "
+        ".fraud/spool/<model>/<store hash>; off: none (a SIGKILL loses the buffered rows)",
+    )
+    payload_log_spool_max_bytes: int = Field(default=256 * 2**20, ge=1, description="size cap of the spool")
     identifier_key: SecretStr | None = Field(
         default=None, description="HMAC key of the identifier hashes in the payload log and labels (from a Secret)"
     )
@@ -121,6 +140,14 @@ class ServeSettings(StoreSettings):
         default="reject",
         description="when the online store is down: reject raw transactions with 503, or score them without history "
         "(marked degraded in the response)",
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="largest request body; above: 413")
+    max_amount: float = Field(default=1e9, gt=0, description="largest amount (raw transactions and feature vectors)")
+    enable_model_repository: bool = Field(
+        default=False, description="serve KServe's model repository extension (unauthenticated load/unload)"
+    )
+    expose_threshold: bool = Field(
+        default=True, description="report the decision threshold in responses and fraud_serving_model_info"
     )
 
     @field_validator("payload_log_enabled", mode="before")

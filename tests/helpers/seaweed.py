@@ -14,8 +14,10 @@ block exits, also when start-up fails.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -44,6 +46,18 @@ class S3Server:
     access_key: str
     secret_key: str
     log_path: Path | None = None
+    pid: int | None = None
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections are accepted by the kernel but never answered."""
+        if self.pid is None:
+            raise RuntimeError("no process to pause")
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGCONT)
 
     def env(self) -> dict[str, str]:
         """Environment variables through which the settings of ``fraud_detection.settings`` reach this server."""
@@ -128,7 +142,9 @@ def seaweedfs(workdir: Path, *, start_timeout: float = 30.0) -> Iterator[S3Serve
             if time.monotonic() > deadline:
                 raise RuntimeError(f"SeaweedFS S3 not ready within {start_timeout}s:\n{_log_tail(log_path)}")
             time.sleep(0.1)
-        yield S3Server(endpoint, access_key, secret_key, log_path)
+        yield S3Server(endpoint, access_key, secret_key, log_path, proc.pid)
     finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)  # a paused server would ignore SIGTERM until resumed
         stop_process(proc, STOP_TIMEOUT_S)
         log.close()

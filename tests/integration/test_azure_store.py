@@ -23,7 +23,7 @@ import pytest
 
 from fraud_detection.model.registry import ModelRegistry
 from fraud_detection.store.azure import CONNECTION_STRING_ENV, AzureBlobStore, is_azure_blob_uri, parse_azure_blob_uri
-from fraud_detection.store.base import StoreError
+from fraud_detection.store.base import BundleTrustConfig, StoreError
 from fraud_detection.store.uri import open_store
 from tests.helpers.azurite import AzuriteServer, azurite
 
@@ -91,13 +91,25 @@ class FakeEntraCredential:
         return AccessToken(token, now + max(self.lifetime, 1))
 
 
+def _trusting(store: AzureBlobStore) -> AzureBlobStore:
+    """Unsigned test bundles are accepted (the signing itself: test_registry_publishes_and_loads_a_verified_bundle)."""
+    store.trust = BundleTrustConfig(verify_key=None, trust_unsigned=True)
+    return store
+
+
 def _store(server: AzuriteServer, container: str, prefix: str = "fraud", **kwargs: Any) -> AzureBlobStore:
-    return AzureBlobStore(container, prefix, connection_string=server.connection_string, **kwargs)
+    return _trusting(AzureBlobStore(container, prefix, connection_string=server.connection_string, **kwargs))
 
 
 def _oauth_store(server: AzuriteServer, container: str, credential: FakeEntraCredential) -> AzureBlobStore:
-    return AzureBlobStore(
-        container, "fraud", account_url=server.account_url, credential=credential, connection_verify=str(server.ca_file)
+    return _trusting(
+        AzureBlobStore(
+            container,
+            "fraud",
+            account_url=server.account_url,
+            credential=credential,
+            connection_verify=str(server.ca_file),
+        )
     )
 
 
@@ -214,7 +226,13 @@ def test_keys_escaping_the_prefix_are_refused(azurite_http: AzuriteServer):
 
 
 def test_registry_publishes_and_loads_a_verified_bundle(azurite_http: AzuriteServer, tiny_bundle: Path, tmp_path: Path):
-    reg = ModelRegistry(_store(azurite_http, "models", "reg"), "fraud-detector")
+    from fraud_detection.model.bundle import generate_key_pair
+    from fraud_detection.store.base import BundleTrustConfig
+
+    signing, verify = generate_key_pair()
+    store = _store(azurite_http, "models", "reg")
+    store.trust = BundleTrustConfig(verify_key=verify, trust_unsigned=False)  # as open_configured_store sets it
+    reg = ModelRegistry(store, "fraud-detector", signing_key=signing)
     version = reg.publish(tiny_bundle)
     reg.set_alias("canary", version)
     assert reg.versions() == [version]

@@ -23,7 +23,7 @@ from fraud_detection.features.offline import build_features
 from fraud_detection.model.candidate import train_bundle
 from fraud_detection.model.registry import ModelRegistry
 from fraud_detection.model.train import TrainConfig
-from fraud_detection.monitoring.payload_log import read_payload_log
+from fraud_detection.monitoring.payload_reader import read_payload_log
 from fraud_detection.store.local import LocalStore
 from tests.helpers.net import wait_until
 from tests.helpers.prometheus import Prometheus, prometheus, pushgateway

@@ -84,6 +84,7 @@ def test_cli_run_registers_a_model_and_a_second_run_on_the_same_data_does_not_pr
 def test_run_with_data_and_store_on_seaweedfs(s3_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FRAUD_TRUST_UNSIGNED", "true")  # unsigned bundles on S3: this test is about the store
     raw = tmp_path / "transactions.parquet"
     schema.write_frame(simulate(replace(SIM, seed=11)), raw)
     data = open_store(
@@ -104,12 +105,10 @@ def test_run_with_data_and_store_on_seaweedfs(s3_server, monkeypatch: pytest.Mon
         result.outputs["register-model"]["storage_uri"] == f"s3://models/fraud/models/fraud-detector/versions/{version}"
     )
 
-    store = open_store(
-        "s3://models/fraud",
-        s3_endpoint=s3_server.endpoint,
-        access_key=s3_server.access_key,
-        secret_key=s3_server.secret_key,
-    )
+    from fraud_detection.settings import PipelineSettings
+    from fraud_detection.store.uri import open_configured_store
+
+    store = open_configured_store(PipelineSettings(), "s3://models/fraud")  # the env's endpoint, keys and trust rule
     registry = ModelRegistry(store, "fraud-detector")
     assert registry.versions() == [version] == [result.candidate_version]
     bundle = registry.load("production", tmp_path / "cache")

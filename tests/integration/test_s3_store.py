@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from minio import Minio
 
+from fraud_detection.model.bundle import generate_key_pair
 from fraud_detection.model.registry import ModelRegistry, open_registry
 from fraud_detection.settings import DriftSettings, PipelineSettings, RolloutSettings, ServeSettings
-from fraud_detection.store.base import StoreError
+from fraud_detection.store.base import BundleTrustConfig, StoreError
 from fraud_detection.store.s3 import S3Store
 from fraud_detection.store.uri import open_configured_store, open_store
 
@@ -40,7 +41,10 @@ def test_s3_round_trip_list_delete(s3_server):
 
 
 def test_registry_on_s3_publishes_and_loads_a_verified_bundle(s3_server, tiny_bundle: Path, tmp_path: Path):
-    reg = ModelRegistry(_store(s3_server, "reg"), "fraud-detector")
+    private, public = generate_key_pair()
+    store = _store(s3_server, "reg")
+    store.trust = BundleTrustConfig(verify_key=public)  # s3:// loads only signed bundles without trust_unsigned
+    reg = ModelRegistry(store, "fraud-detector", signing_key=private)
     version = reg.publish(tiny_bundle)
     reg.set_alias("canary", version)
     assert reg.versions() == [version]
@@ -52,7 +56,10 @@ def test_registry_on_s3_publishes_and_loads_a_verified_bundle(s3_server, tiny_bu
 def test_tampered_object_on_s3_is_refused(s3_server, tiny_bundle: Path, tmp_path: Path):
     from fraud_detection.model.bundle import BundleIntegrityError
 
-    reg = ModelRegistry(_store(s3_server, "tamper"), "fraud-detector")
+    private, public = generate_key_pair()
+    store = _store(s3_server, "tamper")
+    store.trust = BundleTrustConfig(verify_key=public, trust_unsigned=True)  # signature valid: digests are checked
+    reg = ModelRegistry(store, "fraud-detector", signing_key=private)
     version = reg.publish(tiny_bundle)
     reg.store.write_bytes(reg.version_prefix(version) + "metadata.json", b"{}")
     with pytest.raises(BundleIntegrityError, match=r"metadata\.json digest"):

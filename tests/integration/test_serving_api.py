@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from fraud_detection.data import schema
 from fraud_detection.model.bundle import load_bundle
-from fraud_detection.monitoring.payload_log import read_payload_log
+from fraud_detection.monitoring.payload_reader import read_payload_log
 from fraud_detection.store.local import LocalStore
 from tests.helpers.serving import (
     FIXTURES,
@@ -229,11 +229,11 @@ def _features_body(data, shape=None, datatype="FP32") -> dict:
         (V2, _features_body([["a"] * F], datatype="BYTES"), "datatype BYTES, expected FP32 or FP64"),
         (V2, {"inputs": [{"name": "amount", "shape": [1], "datatype": "FP32", "data": [1]}]}, "missing feature(s)"),
         (V2, _features_body([[-1.0] + [1.0] * (F - 1)]), "'amount': negative value -1"),
-        (V2, _features_body([[1.0] * (F - 1) + [float("nan")]], datatype="FP64"), "not a finite number"),
-        (V2, _features_body([[1.0] * (F - 1) + [float("inf")]], datatype="FP64"), "not a finite number"),
+        (V2, _features_body([[1.0] * (F - 1) + [float("nan")]], datatype="FP64"), "NaN is not a JSON number"),
+        (V2, _features_body([[1.0] * (F - 1) + [float("inf")]], datatype="FP64"), "Infinity is not a JSON number"),
         (V2, _features_body([[1.0] * F] * (MAX_BATCH + 1)), f"{MAX_BATCH + 1} rows exceeds the limit of {MAX_BATCH}"),
-        (V2, {"inputs": "nope"}, "invalid request body"),
-        (V2, {"outputs": []}, "inputs: Field required"),
+        (V2, {"inputs": "nope"}, "'inputs' must be a list"),
+        (V2, {"outputs": []}, "'inputs': field required"),
         (V1, {"features": {"amount": 1}}, "missing feature 'hour_of_day'"),
         (V1, {"instances": [{"amount": -3, "hour_of_day": 1}]}, "row 0: missing feature"),
         (V1, {"instances": [[1.0] * F] * (MAX_BATCH + 1)}, "exceeds the limit"),

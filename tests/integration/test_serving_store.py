@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fraud_detection.model.registry import ModelRegistry
-from fraud_detection.monitoring.payload_log import read_payload_log
+from fraud_detection.monitoring.payload_reader import read_payload_log
 from fraud_detection.store.local import LocalStore
 from fraud_detection.store.uri import open_store
 from tests.helpers.net import free_port
@@ -59,6 +59,8 @@ def test_loads_a_version_from_s3(tiny_bundle: Path, tmp_path: Path, s3_server):
         "FRAUD_S3_ENDPOINT": s3_server.endpoint,
         "AWS_ACCESS_KEY_ID": s3_server.access_key,
         "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        # An unsigned test bundle on S3 (signing: tests/integration/test_store_hardening.py).
+        "FRAUD_TRUST_UNSIGNED": "true",
     }
     args = ["--store_uri", "s3://models/platform", "--model_ref", version, "--cache_dir", str(tmp_path / "cache")]
     with serving_process(args, tmp_path / "logs", env=env) as server:

@@ -36,6 +36,9 @@ STORE_FIELDS = {
     "azure_storage_account_url",
     "model_name",
     "cache_dir",
+    "store_timeout_seconds",
+    "verify_key",
+    "trust_unsigned",
 }
 KFP_FIELDS = {"kfp_endpoint", "kfp_namespace", "kfp_token"}
 #: Each process's own fields, on top of the store's.
@@ -51,6 +54,7 @@ OWN_FIELDS: dict[type[StoreSettings], set[str]] = {
         "identifier_key",
         "online_store",
         "online_store_password",
+        "signing_key",
     },
     ServeSettings: {
         "model_dir",
@@ -65,11 +69,17 @@ OWN_FIELDS: dict[type[StoreSettings], set[str]] = {
         "payload_log_flush_seconds",
         "payload_log_max_rows",
         "payload_log_identifiers",
+        "payload_log_spool_dir",
+        "payload_log_spool_max_bytes",
         "identifier_key",
         "log_level",
         "online_store",
         "online_store_password",
         "online_store_unavailable",
+        "max_body_bytes",
+        "max_amount",
+        "enable_model_repository",
+        "expose_threshold",
     },
     DriftSettings: KFP_FIELDS
     | {

@@ -324,3 +324,46 @@ any destination on the external URL's port (a managed cache's private endpoint a
       port: {{ include "fraud-detection.onlineStorePort" . }}
 {{- end }}
 {{- end }}
+
+{{/*
+The bundle verify key (FRAUD_VERIFY_KEY, a public key, so a literal value) of the predictor and the drift job;
+empty when bundleSigning.verifyKey is not set. Refuses a private key, whatever the schema let through.
+*/}}
+{{- define "fraud-detection.verifyKey" -}}
+{{- with .Values.bundleSigning.verifyKey }}
+{{- if contains "PRIVATE" (upper .) }}
+{{- fail "bundleSigning.verifyKey holds a private key: set the public key (verify-key.pem); the private key (FRAUD_SIGNING_KEY) belongs in pipeline.existingSecret only" }}
+{{- end }}
+{{- . }}
+{{- end }}
+{{- end }}
+
+{{- define "fraud-detection.verifyKeyEnv" -}}
+{{- with include "fraud-detection.verifyKey" . }}
+- name: FRAUD_VERIFY_KEY
+  value: {{ . | quote }}
+{{- else }}
+# No verify key: nothing is verified, so unsigned bundles are accepted from the store too (NOTES.txt warns).
+- name: FRAUD_TRUST_UNSIGNED
+  value: "true"
+{{- end }}
+{{- end }}
+
+{{/*
+Payload-log spool of the model server (only with the payload log on): mount path, and bytes of the emptyDir's
+sizeLimit (whole bytes, Ki, Mi, Gi or Ti, as the schema allows), which must exceed the spool's cap.
+*/}}
+{{- define "fraud-detection.spoolPath" -}}
+/var/spool/fraud-payload-log
+{{- end }}
+
+{{- define "fraud-detection.spoolLimitBytes" -}}
+{{- $limit := toString .Values.inferenceService.payloadLog.spool.sizeLimit }}
+{{- $units := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 }}
+{{- $unit := regexFind "(Ki|Mi|Gi|Ti)$" $limit }}
+{{- $number := trimSuffix $unit $limit }}
+{{- if not (regexMatch "^[1-9][0-9]*$" $number) }}
+{{- fail (printf "inferenceService.payloadLog.spool.sizeLimit must be a whole number of bytes, Ki, Mi, Gi or Ti, not %q" $limit) }}
+{{- end }}
+{{- mul (int64 $number) (int64 (get $units $unit | default 1)) }}
+{{- end }}

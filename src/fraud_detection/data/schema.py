@@ -237,7 +237,7 @@ def read_transactions(
     """Read raw transactions from CSV or Parquet, rename columns and validate.
 
     Args:
-        path: A ``.csv``, ``.csv.gz``, ``.parquet`` file or a directory of Parquet files.
+        path: A ``.csv``, ``.csv.gz``, ``.parquet`` file, or a directory of Parquet (else CSV) files.
         column_map: Source column name to contract column name; the handbook's names are recognised without it.
         require_label: Fail when the label column is missing.
 
@@ -245,27 +245,120 @@ def read_transactions(
         The validated frame (see :func:`validate_transactions`).
 
     Raises:
-        SchemaError: The file cannot be read or breaks the contract.
+        SchemaError: The file cannot be read, holds no rows or breaks the contract; a directory holds no CSV or
+            Parquet file.
     """
     path = Path(path)
     if not path.exists():
         raise SchemaError(f"input {path}: no such file or directory")
-    try:
-        if path.is_dir() or path.suffix == ".parquet":
-            df = pd.read_parquet(path)
-        elif path.name.endswith((".csv", ".csv.gz")):
-            df = pd.read_csv(path)
-        else:
-            raise SchemaError(f"input {path}: unknown format (expected .csv, .csv.gz or .parquet)")
-    except SchemaError:
-        raise
-    except Exception as exc:
-        raise SchemaError(f"input {path}: cannot be read: {exc}") from exc
+    if path.is_dir():
+        df = _read_directory(path)
+    elif path.suffix == ".parquet":
+        df = read_parquet_file(path)
+    elif path.name.endswith((".csv", ".csv.gz")):
+        df = _read_csv(path)
+    else:
+        raise SchemaError(f"input {path}: unknown format (expected .csv, .csv.gz or .parquet)")
+    if df.empty:
+        raise SchemaError(f"input {path}: no rows (only a header, or empty)")
     mapping = dict(HANDBOOK_COLUMN_MAP)
     mapping.update(column_map or {})
     df = df.rename(columns={k: v for k, v in mapping.items() if k in df.columns and v not in df.columns})
     LOG.info("read %d rows from %s", len(df), path)
     return validate_transactions(df, require_label=require_label)
+
+
+#: A Parquet file starts and ends with these bytes.
+PARQUET_MAGIC = b"PAR1"
+
+
+def check_parquet_bytes(data: bytes, name: str) -> None:
+    """Check the Parquet framing (magic bytes at both ends, a footer length that fits) before any parser sees it.
+
+    Args:
+        data: The object's bytes.
+        name: Its file name or store key, for the message.
+
+    Raises:
+        SchemaError: Empty, truncated or not Parquet; the message names it.
+    """
+    if not data:
+        raise SchemaError(f"{name}: empty file (0 bytes), not Parquet")
+    if len(data) < 12 or data[:4] != PARQUET_MAGIC or data[-4:] != PARQUET_MAGIC:
+        raise SchemaError(f"{name}: not a Parquet file (corrupt or truncated: no Parquet magic bytes)")
+    footer = int.from_bytes(data[-8:-4], "little")
+    if footer <= 0 or footer > len(data) - 12:
+        raise SchemaError(f"{name}: corrupt Parquet footer (length {footer} in a {len(data)}-byte file)")
+
+
+def read_parquet_bytes(data: bytes, name: str) -> pd.DataFrame:
+    """Read Parquet bytes after checking their framing; a corrupt file is a one-line error naming it.
+
+    The table is read with pyarrow and validated in full before it becomes a frame.
+
+    Args:
+        data: The bytes.
+        name: File name or store key, for the message.
+
+    Returns:
+        The frame.
+
+    Raises:
+        SchemaError: The bytes are not a readable Parquet file.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    check_parquet_bytes(data, name)
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+        table.validate(full=True)
+        return table.to_pandas()
+    except Exception as exc:
+        message = " ".join(str(exc).split()).replace("'<Buffer>'", repr(name))
+        raise SchemaError(f"{name}: corrupt Parquet file: {message[:300]}") from exc
+
+
+def read_parquet_file(path: Path) -> pd.DataFrame:
+    """Read a local Parquet file with :func:`read_parquet_bytes`.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The frame.
+
+    Raises:
+        SchemaError: Unreadable or corrupt; the message names the file.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SchemaError(f"input {path}: cannot be read: {exc.strerror or exc}") from exc
+    return read_parquet_bytes(data, f"input {path}")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise SchemaError(f"input {path}: empty file (no header, no rows)") from exc
+    except Exception as exc:
+        raise SchemaError(f"input {path}: cannot be read as CSV: {' '.join(str(exc).split())[:300]}") from exc
+
+
+def _read_directory(path: Path) -> pd.DataFrame:
+    """Every Parquet file of a directory (recursively), else every CSV file; hidden files are ignored."""
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+    parquet = [p for p in files if p.suffix == ".parquet"]
+    csv = [p for p in files if p.name.endswith((".csv", ".csv.gz"))]
+    if parquet:
+        frames = [read_parquet_file(p) for p in parquet]
+    elif csv:
+        frames = [_read_csv(p) for p in csv]
+    else:
+        raise SchemaError(f"input {path}: the directory holds no CSV or Parquet file (.csv, .csv.gz, .parquet)")
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def write_frame(df: pd.DataFrame, path: str | Path) -> Path:

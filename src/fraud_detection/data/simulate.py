@@ -16,12 +16,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.spatial import cKDTree
 
 from fraud_detection.data import schema
 
 LOG = logging.getLogger(__name__)
 SECONDS_PER_DAY = 86_400
+#: Bounds of the simulator's parameters (the CLI flags use the same): beyond them a run is absurd or never ends.
+MAX_CUSTOMERS = 1_000_000
+MAX_TERMINALS = 1_000_000
+MAX_DAYS = 3_660
+MAX_AMOUNT_FACTOR = 100.0
+MAX_HOUR_SHIFT = 24.0
+MAX_SEED = 2**32 - 1
+#: Simulated days lie in [FIRST_DATE, LAST_DATE] (timestamps every consumer can hold).
+FIRST_DATE = "1970-01-01"
+LAST_DATE = "2099-12-31"
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,20 @@ class DriftConfig:
     amount_factor: float = 1.0
     hour_shift_hours: float = 0.0
     new_fraud_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Reject drift that cannot be simulated (negative amounts, a rate above 1)."""
+        if self.start_day < 0:
+            raise ValueError(f"drift start day must be 0 or more, got {self.start_day}")
+        if not 0 < self.amount_factor <= MAX_AMOUNT_FACTOR:
+            raise ValueError(f"drift amount factor must be in (0, {MAX_AMOUNT_FACTOR:g}], got {self.amount_factor}")
+        if not -MAX_HOUR_SHIFT <= self.hour_shift_hours <= MAX_HOUR_SHIFT:
+            raise ValueError(
+                f"drift hour shift must be in [-{MAX_HOUR_SHIFT:g}, {MAX_HOUR_SHIFT:g}] hours, "
+                f"got {self.hour_shift_hours}"
+            )
+        if not 0 <= self.new_fraud_rate <= 1:
+            raise ValueError(f"drift new fraud rate must be in [0, 1], got {self.new_fraud_rate}")
 
 
 @dataclass(frozen=True)
@@ -73,10 +96,30 @@ class SimulationConfig:
     drift: DriftConfig | None = field(default=None)
 
     def __post_init__(self) -> None:
-        """Reject sizes that cannot be simulated."""
-        for name in ("n_customers", "n_terminals", "n_days"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        """Reject sizes, dates and seeds that cannot be simulated (or would run for ever); messages name them."""
+        for name, most in (("n_customers", MAX_CUSTOMERS), ("n_terminals", MAX_TERMINALS), ("n_days", MAX_DAYS)):
+            value = getattr(self, name)
+            if not 1 <= value <= most:
+                raise ValueError(f"{name} must be between 1 and {most:,}, got {value:,}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
+        if not self.radius > 0:
+            raise ValueError(f"radius must be positive, got {self.radius}")
+        try:
+            first = pd.Timestamp(self.start_date)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"start date {self.start_date!r} is not a date (expected YYYY-MM-DD)") from exc
+        if first is pd.NaT:
+            raise ValueError(f"start date {self.start_date!r} is not a date (expected YYYY-MM-DD)")
+        if first.tzinfo is not None:
+            first = first.tz_convert(None)
+        last = first + pd.Timedelta(days=self.n_days - 1)
+        if first < pd.Timestamp(FIRST_DATE) or last > pd.Timestamp(LAST_DATE):
+            raise ValueError(
+                f"simulated days {first:%Y-%m-%d}..{last:%Y-%m-%d} must lie within {FIRST_DATE}..{LAST_DATE}"
+            )
+        if self.drift is not None and self.drift.start_day >= self.n_days:
+            raise ValueError(f"drift start day {self.drift.start_day} is past the last day (index {self.n_days - 1})")
 
 
 def simulate(config: SimulationConfig | None = None) -> pd.DataFrame:
@@ -103,6 +146,8 @@ def simulate(config: SimulationConfig | None = None) -> pd.DataFrame:
     tenure_days = rng.integers(30, 3_650, size=n_c)
 
     # Terminals within the radius of each customer, as a flat (CSR) array.
+    from scipy.spatial import cKDTree  # lazy: the CLI imports this module for its bounds
+
     neighbours = cKDTree(term_xy).query_ball_point(cust_xy, r=cfg.radius)
     n_avail = np.fromiter((len(n) for n in neighbours), dtype=np.int64, count=n_c)
     flat_terminals = np.fromiter((t for n in neighbours for t in n), dtype=np.int64, count=int(n_avail.sum()))

@@ -133,45 +133,41 @@ def expired_fields(fields: Mapping[str, int], tiles: Tiles, newest: int) -> list
     return out
 
 
-def _tiles(fields: Mapping[str, int], kind: str, aggregates: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Tile indexes and their counters (one column per aggregate) of one kind (``f`` or ``h``)."""
-    columns = {agg: i for i, agg in enumerate(aggregates)}
-    rows: dict[int, list[int]] = {}
-    for name, value in fields.items():
-        if name[:1] != kind or name[-1:] not in columns:
-            continue
-        rows.setdefault(int(name[1:-1]), [0] * len(aggregates))[columns[name[-1]]] = int(value)
-    if not rows:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, len(aggregates)), dtype=np.int64)
-    index = np.fromiter(rows.keys(), dtype=np.int64, count=len(rows))
-    return index, np.array(list(rows.values()), dtype=np.int64)
+def _tile_ranges(spec: WindowSpec, seconds: int, label_delay_days: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The window as half-open ranges of fine (minute) and coarse (hour) tile indexes.
 
-
-def _window_sum(
-    spec: WindowSpec,
-    seconds: int,
-    label_delay_days: int,
-    fine: tuple[np.ndarray, np.ndarray],
-    coarse: tuple[np.ndarray, np.ndarray],
-) -> np.ndarray:
-    """Sum of the counters over a window: coarse tiles for whole hours from an hour-aligned start, fine tiles after.
-
-    The windows' bounds are tile-aligned (see :func:`window_bounds`), so the sum is exact.
+    Coarse tiles cover whole hours from an hour-aligned start, fine tiles the rest; the windows' bounds are
+    tile-aligned (see :func:`window_bounds`), so summing those tiles is exact.
     """
-    start_a, end_a = window_bounds(np.array([seconds]), spec, label_delay_days)
-    start, end = int(start_a[0]), int(end_a[0])
-    total = np.zeros(coarse[1].shape[1], dtype=np.int64)
-    split = start
+    start_a, end_a = window_bounds(np.asarray(seconds, dtype=np.int64), spec, label_delay_days)
+    start, end = int(start_a), int(end_a)
     if start % HOUR == 0:
         split = end - end % HOUR
-        idx, values = coarse
-        inside = (idx * HOUR >= start) & ((idx + 1) * HOUR <= split)
-        total += values[inside].sum(axis=0)
-    if split < end:
-        idx, values = fine
-        inside = (idx * MINUTE >= split) & ((idx + 1) * MINUTE <= end)
-        total += values[inside].sum(axis=0)
-    return total
+        return (split // MINUTE, end // MINUTE), (start // HOUR, split // HOUR)
+    return (start // MINUTE, end // MINUTE), (0, 0)
+
+
+def _window_sums(
+    fields: Mapping[str, int],
+    windows: Sequence[tuple[str, tuple[int, int], tuple[int, int]]],
+    aggregates: str,
+    out: dict[str, int],
+) -> None:
+    """Add each tile counter of one hash to the windows that contain its tile (one pass over the hash)."""
+    for name in [f"{w}_{a}" for w, _, _ in windows for a in aggregates]:
+        out[name] = 0
+    for name, value in fields.items():
+        kind = name[0]
+        if kind != "f" and kind != "h":
+            continue
+        agg = name[-1]
+        if agg not in aggregates:
+            continue
+        idx = int(name[1:-1])
+        for window, fine, coarse in windows:
+            lo, hi = fine if kind == "f" else coarse
+            if lo <= idx < hi:
+                out[f"{window}_{agg}"] += int(value)
 
 
 def aggregates_from_state(tx: RawTransaction, state: PreState, label_delay_days: int) -> dict[str, int]:
@@ -186,19 +182,10 @@ def aggregates_from_state(tx: RawTransaction, state: PreState, label_delay_days:
         ``<window name>_<aggregate>`` to its integer value.
     """
     out: dict[str, int] = {}
-    customer_aggs = ("n", "s", "q")
-    c_fine, c_coarse = _tiles(state.customer, "f", customer_aggs), _tiles(state.customer, "h", customer_aggs)
-    for spec in CUSTOMER_WINDOWS:
-        sums = _window_sum(spec, tx.seconds, label_delay_days, c_fine, c_coarse)
-        for agg, value in zip(customer_aggs, sums.tolist(), strict=True):
-            out[f"{spec.name}_{agg}"] = value
-    terminal_aggs = ("n", "f")
-    t_coarse = _tiles(state.terminal, "h", terminal_aggs)
-    t_fine = (np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64))
-    for spec in TERMINAL_WINDOWS:
-        sums = _window_sum(spec, tx.seconds, label_delay_days, t_fine, t_coarse)
-        for agg, value in zip(terminal_aggs, sums.tolist(), strict=True):
-            out[f"{spec.name}_{agg}"] = value
+    customer = [(s.name, *_tile_ranges(s, tx.seconds, label_delay_days)) for s in CUSTOMER_WINDOWS]
+    _window_sums(state.customer, customer, "nsq", out)
+    terminal = [(s.name, *_tile_ranges(s, tx.seconds, label_delay_days)) for s in TERMINAL_WINDOWS]
+    _window_sums(state.terminal, terminal, "nf", out)
     return out
 
 

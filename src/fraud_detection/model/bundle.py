@@ -6,15 +6,28 @@ Layout (also what KServe's storage initializer puts in ``/mnt/models``)::
     metadata.json      feature schema, threshold, metrics, lineage (BundleMetadata)
     reference.parquet  a sample of training features and scores, the drift baseline
     MANIFEST.json      sha256 of each file above; written last
+    MANIFEST.sig       Ed25519 signature of MANIFEST.json's bytes (when signed; see below)
 
 Loading verifies every digest before unpickling and refuses a bundle that does not match.
+
+Signatures. The model file is a joblib pickle, and unpickling runs code: whoever can write a bundle (or the store it
+is published to) could run code in every process that loads it, and the digests alone do not stop them (they can be
+rewritten to match). So the publisher signs the manifest with an Ed25519 private key (``FRAUD_SIGNING_KEY``, only
+where models are published), and every loader checks that signature with the public key (``FRAUD_VERIFY_KEY``)
+before it reads anything else of the bundle; the manifest's digests then vouch for every file. The policy is a
+:class:`BundleTrust`: with a verify key a bundle must carry a valid signature (an unsigned one is accepted only when
+``trust_unsigned`` is set explicitly; an invalid one never); without a key, unsigned bundles are accepted only from
+local directories (development), or when ``trust_unsigned`` is set.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
+import math
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -35,12 +48,234 @@ MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 REFERENCE_FILE = "reference.parquet"
 MANIFEST_FILE = "MANIFEST.json"
+SIGNATURE_FILE = "MANIFEST.sig"
+SIGNATURE_ALGORITHM = "ed25519"
 BUNDLE_FILES: tuple[str, ...] = (MODEL_FILE, METADATA_FILE, REFERENCE_FILE)
 SCORE_COLUMN = "fraud_score"
 
 
 class BundleIntegrityError(RuntimeError):
-    """A bundle is incomplete or a file's digest does not match its manifest."""
+    """A bundle is incomplete, unsigned or wrongly signed, invalid, or a file's digest does not match its manifest."""
+
+
+def _key_bytes(text: str, what: str) -> tuple[bytes | None, bytes | None]:
+    """(PEM bytes, raw 32 bytes): one of them, from PEM text or base64 of the raw key."""
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        return text.encode(), None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BundleIntegrityError(f"{what}: neither PEM nor base64 ({type(exc).__name__})") from None
+    if len(raw) != 32:
+        raise BundleIntegrityError(f"{what}: a raw Ed25519 key is 32 bytes, this one {len(raw)}")
+    return None, raw
+
+
+def load_signing_key(text: str) -> Any:
+    """An Ed25519 private key from PEM (PKCS#8, unencrypted) or base64 of its 32 raw bytes.
+
+    Args:
+        text: The key (``FRAUD_SIGNING_KEY``).
+
+    Returns:
+        The ``Ed25519PrivateKey``.
+
+    Raises:
+        BundleIntegrityError: Not an Ed25519 private key (the message never shows the key).
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pem, raw = _key_bytes(text, "signing key")
+    try:
+        key = (
+            serialization.load_pem_private_key(pem, password=None)
+            if pem
+            else Ed25519PrivateKey.from_private_bytes(raw or b"")
+        )
+    except (ValueError, TypeError) as exc:
+        raise BundleIntegrityError(f"signing key: not a usable private key ({type(exc).__name__})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise BundleIntegrityError(f"signing key: expected an Ed25519 key, got {type(key).__name__}")
+    return key
+
+
+def load_verify_key(text: str) -> Any:
+    """An Ed25519 public key from PEM (SubjectPublicKeyInfo) or base64 of its 32 raw bytes.
+
+    Args:
+        text: The key (``FRAUD_VERIFY_KEY``).
+
+    Returns:
+        The ``Ed25519PublicKey``.
+
+    Raises:
+        BundleIntegrityError: Not an Ed25519 public key.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    pem, raw = _key_bytes(text, "verify key")
+    try:
+        key = serialization.load_pem_public_key(pem) if pem else Ed25519PublicKey.from_public_bytes(raw or b"")
+    except (ValueError, TypeError) as exc:
+        raise BundleIntegrityError(f"verify key: not a usable public key ({type(exc).__name__})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise BundleIntegrityError(f"verify key: expected an Ed25519 key, got {type(key).__name__}")
+    return key
+
+
+def key_id(public_key: Any) -> str:
+    """Short identifier of a public key (sha256 prefix of its raw bytes), recorded beside a signature.
+
+    Args:
+        public_key: An ``Ed25519PublicKey``.
+
+    Returns:
+        16 hex digits.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def generate_key_pair() -> tuple[str, str]:
+    """A new Ed25519 key pair as PEM text.
+
+    Returns:
+        (private key PEM, public key PEM).
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.generate()
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private_pem, public_pem
+
+
+def signature_for(manifest: bytes, signing_key: Any) -> bytes:
+    """The content of ``MANIFEST.sig`` for a manifest's bytes.
+
+    Args:
+        manifest: MANIFEST.json's exact bytes.
+        signing_key: An ``Ed25519PrivateKey`` (:func:`load_signing_key`).
+
+    Returns:
+        JSON ``{"algorithm", "key_id", "signature"}`` (signature in base64).
+    """
+    record = {
+        "algorithm": SIGNATURE_ALGORITHM,
+        "key_id": key_id(signing_key.public_key()),
+        "signature": base64.b64encode(signing_key.sign(manifest)).decode(),
+    }
+    return json.dumps(record, indent=2).encode()
+
+
+def sign_bundle(path: Path, signing_key: Any) -> None:
+    """Write ``MANIFEST.sig`` for a bundle directory's manifest.
+
+    Args:
+        path: Bundle directory.
+        signing_key: An ``Ed25519PrivateKey``.
+    """
+    path = Path(path)
+    (path / SIGNATURE_FILE).write_bytes(signature_for((path / MANIFEST_FILE).read_bytes(), signing_key))
+
+
+@dataclass(frozen=True)
+class BundleTrust:
+    """Which bundles a loader accepts.
+
+    Attributes:
+        verify_key: The ``Ed25519PublicKey`` manifests must be signed with (None: none configured).
+        trust_unsigned: Accept a bundle without a signature (a present but invalid signature is never accepted
+            when a key is configured).
+    """
+
+    verify_key: Any = None
+    trust_unsigned: bool = False
+
+    @classmethod
+    def from_config(cls, verify_key: str | None, trust_unsigned: bool | None, *, remote: bool) -> BundleTrust:
+        """The policy of a configuration.
+
+        Args:
+            verify_key: Public key text (``FRAUD_VERIFY_KEY``) or None.
+            trust_unsigned: ``FRAUD_TRUST_UNSIGNED``: True, False or None (unset).
+            remote: Whether the bundles come from a remote store (S3, Azure).
+
+        Returns:
+            With a key: signatures required unless ``trust_unsigned`` is True. Without one: unsigned bundles
+            accepted when ``trust_unsigned`` is True, or when it is unset and the source is local.
+        """
+        key = load_verify_key(verify_key) if verify_key else None
+        if trust_unsigned is None:
+            trust_unsigned = key is None and not remote
+        return cls(key, bool(trust_unsigned))
+
+
+def verify_signature(path: Path, trust: BundleTrust) -> bool:
+    """Check a bundle's ``MANIFEST.sig`` against the trusted key (reads nothing but the manifest and signature).
+
+    Args:
+        path: Bundle directory.
+        trust: The policy.
+
+    Returns:
+        True when the signature was verified, False when an unsigned bundle was accepted by the policy.
+
+    Raises:
+        BundleIntegrityError: Unsigned (and not trusted), wrongly signed, or signed by another key.
+    """
+    from cryptography.exceptions import InvalidSignature
+
+    path = Path(path)
+    sig_path = path / SIGNATURE_FILE
+    manifest_path = path / MANIFEST_FILE
+    if trust.verify_key is None:
+        if trust.trust_unsigned:
+            LOG.warning("bundle %s: signature not checked (no verify key; unsigned bundles trusted)", path)
+            return False
+        raise BundleIntegrityError(
+            f"bundle {path}: refusing to load a bundle whose signature cannot be checked: set FRAUD_VERIFY_KEY "
+            "(the public key of the model publisher), or FRAUD_TRUST_UNSIGNED=true for development only"
+        )
+    if not sig_path.is_file():
+        if trust.trust_unsigned:
+            LOG.warning("bundle %s: unsigned, loaded because unsigned bundles are trusted", path)
+            return False
+        raise BundleIntegrityError(
+            f"bundle {path}: unsigned ({SIGNATURE_FILE} missing); refusing to load it "
+            "(publish it with FRAUD_SIGNING_KEY set, or FRAUD_TRUST_UNSIGNED=true for development only)"
+        )
+    try:
+        record = json.loads(sig_path.read_bytes())
+        if record.get("algorithm") != SIGNATURE_ALGORITHM:
+            raise ValueError(f"algorithm {record.get('algorithm')!r}")
+        signature = base64.b64decode(record["signature"], validate=True)
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise BundleIntegrityError(f"bundle {path}: {SIGNATURE_FILE} is not a valid signature ({exc})") from None
+    expected_id = key_id(trust.verify_key)
+    if not manifest_path.is_file():
+        raise BundleIntegrityError(f"bundle {path}: {MANIFEST_FILE} missing (incomplete or not a bundle)")
+    try:
+        trust.verify_key.verify(signature, manifest_path.read_bytes())
+    except InvalidSignature:
+        signer = record.get("key_id")
+        other = f" (signed by key {signer}, trusted key is {expected_id})" if signer != expected_id else ""
+        raise BundleIntegrityError(
+            f"bundle {path}: the signature of {MANIFEST_FILE} does not verify{other}; refusing to load it (tampered?)"
+        ) from None
+    return True
 
 
 class TrainingLineage(BaseModel):
@@ -284,12 +519,40 @@ def verify_bundle(path: Path, expected_manifest_sha256: str | None = None) -> st
     return manifest_digest
 
 
-def load_bundle(path: str | Path, expected_manifest_sha256: str | None = None) -> Bundle:
-    """Verify and load a bundle directory.
+def check_metadata(metadata: BundleMetadata, where: str) -> None:
+    """Refuse metadata no trained bundle has: a threshold outside (0, 1), non-finite calibration, another schema.
+
+    Args:
+        metadata: The bundle's metadata.
+        where: The bundle's location, for messages.
+
+    Raises:
+        BundleIntegrityError: A value is out of range.
+    """
+    if list(metadata.features) != list(schema.FEATURES):
+        raise BundleIntegrityError(
+            f"bundle {where}: feature schema differs from this package's ({len(metadata.features)} vs "
+            f"{len(schema.FEATURES)} features); retrain or use a matching package version"
+        )
+    if not (math.isfinite(metadata.threshold) and 0.0 < metadata.threshold < 1.0):
+        raise BundleIntegrityError(f"bundle {where}: threshold {metadata.threshold!r} is not in (0, 1)")
+    if not math.isfinite(metadata.review_cost) or metadata.review_cost < 0:
+        raise BundleIntegrityError(f"bundle {where}: review cost {metadata.review_cost!r} is not a finite cost >= 0")
+    bad = sorted(k for k, v in metadata.calibration.items() if not math.isfinite(v))
+    if bad:
+        raise BundleIntegrityError(f"bundle {where}: calibration parameter {bad[0]!r} is not finite")
+
+
+def load_bundle(
+    path: str | Path, expected_manifest_sha256: str | None = None, *, trust: BundleTrust | None = None
+) -> Bundle:
+    """Verify and load a bundle directory: signature, digests, metadata, and only then unpickle the model.
 
     Args:
         path: Bundle directory.
         expected_manifest_sha256: Optional digest MANIFEST.json must have (e.g. from the registry's alias).
+        trust: Signature policy; default: a local directory's (unsigned accepted, with a warning, since no key
+            is configured).
 
     Returns:
         The loaded bundle.
@@ -298,13 +561,13 @@ def load_bundle(path: str | Path, expected_manifest_sha256: str | None = None) -
         BundleIntegrityError: Verification failed; nothing is unpickled.
     """
     path = Path(path)
+    verify_signature(path, trust if trust is not None else BundleTrust.from_config(None, None, remote=False))
     digest = verify_bundle(path, expected_manifest_sha256)
-    metadata = BundleMetadata.model_validate_json((path / METADATA_FILE).read_text())
-    if list(metadata.features) != list(schema.FEATURES):
-        raise BundleIntegrityError(
-            f"bundle {path}: feature schema differs from this package's ({len(metadata.features)} vs "
-            f"{len(schema.FEATURES)} features); retrain or use a matching package version"
-        )
+    try:
+        metadata = BundleMetadata.model_validate_json((path / METADATA_FILE).read_text())
+    except ValueError as exc:
+        raise BundleIntegrityError(f"bundle {path}: {METADATA_FILE} is invalid: {exc}") from None
+    check_metadata(metadata, str(path))
     model = joblib.load(path / MODEL_FILE)
     reference = pd.read_parquet(path / REFERENCE_FILE)
     return Bundle(model=model, metadata=metadata, reference=reference, path=path, manifest_sha256=digest)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fraud_detection.data import schema
-from fraud_detection.model.bundle import load_bundle
+from fraud_detection.model.bundle import BundleTrust, load_bundle
 from fraud_detection.model.curves import plot_curves
 from fraud_detection.model.gate import GateDecision, promotion_gate
 from fraud_detection.model.metrics import compute_metrics
@@ -59,6 +59,10 @@ def compare_with_production(
     Both are scored as the model server scores them (``Scorer.from_bundle``: the compiled engine and calibration),
     so the gate judges the code that serves.
 
+    The incumbent comes from the store and is loaded under the registry's trust (its signature checked before it is
+    unpickled). The candidate is this process's (or this pipeline's) own training output, which the registry signs
+    when it publishes it: a signature it carries must verify, but an unsigned one is accepted.
+
     Args:
         registry: The model registry.
         bundle_dir: Candidate bundle.
@@ -71,7 +75,7 @@ def compare_with_production(
     Returns:
         Both models' metrics and the decision.
     """
-    candidate = load_bundle(bundle_dir)
+    candidate = load_bundle(bundle_dir, trust=BundleTrust(registry.trust.verify_key, trust_unsigned=True))
     meta = candidate.metadata
     scores = score(Scorer.from_bundle(candidate), test)
     cand = compute_metrics(test, scores, meta.threshold, meta.review_cost).as_dict()

@@ -3,7 +3,12 @@
 A version is complete once its ``MANIFEST.json`` exists; it is uploaded last, so a crash mid-publish leaves an
 incomplete version that is never listed or resolved. An alias (``production``, ``canary``) is a small JSON object
 naming a version and the digest of its manifest; it is written only after the version is complete, and moving it is
-one atomic object write.
+one atomic, conditional object write (compare-and-swap: a concurrent move fails instead of being lost).
+
+Publishing signs the manifest when the registry has a signing key (``MANIFEST.sig``, uploaded before the manifest);
+loading checks that signature with the store's bundle trust (:class:`~fraud_detection.model.bundle.BundleTrust`)
+before anything is unpickled. Alias names and version ids are plain names (no separators), so neither can reach
+outside ``models/<name>/``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,20 +25,64 @@ from typing import Any, Protocol
 from fraud_detection.model.bundle import (
     MANIFEST_FILE,
     METADATA_FILE,
+    SIGNATURE_FILE,
     Bundle,
     BundleMetadata,
+    BundleTrust,
     load_bundle,
+    load_signing_key,
+    signature_for,
     verify_bundle,
+    verify_signature,
 )
-from fraud_detection.store.base import ArtifactStore
+from fraud_detection.store.base import ArtifactStore, PreconditionFailedError
 from fraud_detection.store.uri import StoreConfig, open_configured_store
 
 LOG = logging.getLogger(__name__)
 ALIASES: tuple[str, ...] = ("production", "canary")
+ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class RegistryError(LookupError):
     """A version or alias cannot be resolved or published."""
+
+
+def check_alias(alias: str) -> str:
+    """An alias name as given, when it is a plain name: ``[A-Za-z0-9][A-Za-z0-9_-]{0,62}``.
+
+    Args:
+        alias: Alias name.
+
+    Returns:
+        The alias.
+
+    Raises:
+        RegistryError: Separators, dots, spaces or an empty name.
+    """
+    if not isinstance(alias, str) or not ALIAS_RE.match(alias):
+        raise RegistryError(
+            f"invalid alias {alias!r}: a plain name of letters, digits, '_' and '-' (1-63, starting with a letter "
+            "or digit), no '/' or '.'"
+        )
+    return alias
+
+
+def check_version(version: str) -> str:
+    """A version id as given, when it is a plain name (no path separators, not ``.`` or ``..``).
+
+    Args:
+        version: Version id.
+
+    Returns:
+        The version.
+
+    Raises:
+        RegistryError: Not a plain name.
+    """
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        raise RegistryError(f"invalid version id {version!r}: letters, digits, '_', '-' and '.', no '/'")
+    return version
 
 
 class ModelRegistry:
@@ -41,12 +91,36 @@ class ModelRegistry:
     Args:
         store: Where models live.
         model_name: The served model's name.
+        signing_key: Ed25519 private key (PEM or raw base64 text, or a key object) that signs what
+            :meth:`publish` uploads; None: publish as is (a bundle's own ``MANIFEST.sig`` is kept).
+        trust: Which bundles :meth:`load` and :meth:`fetch` accept; default: the store's configuration
+            (``store.trust``: ``FRAUD_VERIFY_KEY``, ``FRAUD_TRUST_UNSIGNED``; unsigned only from a local directory).
     """
 
-    def __init__(self, store: ArtifactStore, model_name: str) -> None:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        model_name: str,
+        *,
+        signing_key: Any = None,
+        trust: BundleTrust | None = None,
+    ) -> None:
         self.store = store
         self.model_name = model_name
         self.base = f"models/{model_name}/"
+        self.signing_key = load_signing_key(signing_key) if isinstance(signing_key, str) else signing_key
+        self._trust = trust
+
+    @property
+    def trust(self) -> BundleTrust:
+        """The signature policy of bundles loaded from this registry."""
+        if self._trust is None:
+            config = self.store.trust
+            self._trust = BundleTrust.from_config(config.verify_key, config.trust_unsigned, remote=self.store.remote)
+        return self._trust
+
+    def _alias_key(self, alias: str) -> str:
+        return f"{self.base}aliases/{check_alias(alias)}.json"
 
     def version_prefix(self, version: str) -> str:
         """Key prefix of a version's files.
@@ -57,10 +131,14 @@ class ModelRegistry:
         Returns:
             The prefix, ending with ``/``.
         """
-        return f"{self.base}versions/{version}/"
+        return f"{self.base}versions/{check_version(version)}/"
 
     def publish(self, bundle_dir: Path) -> str:
-        """Upload a verified bundle as a new version (manifest last).
+        """Upload a verified bundle as a new version: files, then the manifest's signature, then the manifest.
+
+        With a signing key the manifest is signed now (replacing any signature in the directory); without one,
+        a signature the bundle carries is uploaded as is, and an unsigned bundle is published unsigned (loaders
+        that require signatures will refuse it).
 
         Args:
             bundle_dir: A bundle directory.
@@ -71,13 +149,29 @@ class ModelRegistry:
         Raises:
             RegistryError: The version exists already.
         """
+        bundle_dir = Path(bundle_dir)
         verify_bundle(bundle_dir)
-        metadata = BundleMetadata.model_validate_json((Path(bundle_dir) / METADATA_FILE).read_text())
+        metadata = BundleMetadata.model_validate_json((bundle_dir / METADATA_FILE).read_text())
         version = metadata.version
         prefix = self.version_prefix(version)
         if self.store.exists(prefix + MANIFEST_FILE):
             raise RegistryError(f"version {version} of {self.model_name} exists already in {self.store.uri()}")
-        self.store.upload_dir(Path(bundle_dir), prefix, last=MANIFEST_FILE)
+        manifest = (bundle_dir / MANIFEST_FILE).read_bytes()
+        if self.signing_key is not None:
+            signature: bytes | None = signature_for(manifest, self.signing_key)
+        elif (bundle_dir / SIGNATURE_FILE).is_file():
+            signature = (bundle_dir / SIGNATURE_FILE).read_bytes()
+        else:
+            signature = None
+            LOG.warning("publishing %s version %s unsigned (no FRAUD_SIGNING_KEY)", self.model_name, version)
+        files = sorted(p for p in bundle_dir.rglob("*") if p.is_file())
+        for path in files:
+            name = path.relative_to(bundle_dir).as_posix()
+            if name not in (MANIFEST_FILE, SIGNATURE_FILE):
+                self.store.write_bytes(prefix + name, path.read_bytes())
+        if signature is not None:
+            self.store.write_bytes(prefix + SIGNATURE_FILE, signature)
+        self.store.write_bytes(prefix + MANIFEST_FILE, manifest)
         LOG.info("published %s version %s to %s", self.model_name, version, self.store.uri(prefix))
         return version
 
@@ -100,37 +194,70 @@ class ModelRegistry:
         Returns:
             ``{"version", "manifest_sha256", "updated_at", "previous"}`` or None when unset.
         """
-        try:
-            return dict(json.loads(self.store.read_bytes(f"{self.base}aliases/{alias}.json")))
-        except KeyError:
-            return None
+        found = self._read_alias(alias)
+        return found[0] if found else None
 
-    def set_alias(self, alias: str, version: str) -> dict[str, Any]:
-        """Point an alias at a complete version.
+    def _read_alias(self, alias: str) -> tuple[dict[str, Any], str] | None:
+        found = self.store.read_versioned(self._alias_key(alias))
+        if found is None:
+            return None
+        try:
+            record = dict(json.loads(found[0]))
+            check_version(str(record["version"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"alias {alias!r} of {self.model_name} is not a valid alias record: {exc}") from exc
+        return record, found[1]
+
+    def set_alias(self, alias: str, version: str, *, expected_previous: str | None = None) -> dict[str, Any]:
+        """Point an alias at a complete version, as one compare-and-swap on the alias object.
+
+        The alias is read, and written only if nobody moved it in between (S3 ``If-Match``, Azure ETag, a lock
+        file on a local directory): of two concurrent moves exactly one succeeds and the other raises.
 
         Args:
-            alias: Alias name.
+            alias: Alias name (a plain name, see :func:`check_alias`).
             version: Version id (must be complete).
+            expected_previous: When given, the version the alias must point at now (``""``: the alias must be
+                unset); otherwise whatever it points at when read.
 
         Returns:
             The new alias record.
 
         Raises:
-            RegistryError: The version is not complete.
+            RegistryError: An invalid alias or version, the version is not complete, or the alias was moved
+                concurrently (the message names the version that won).
         """
+        check_alias(alias)
         prefix = self.version_prefix(version)
         try:
             manifest = self.store.read_bytes(prefix + MANIFEST_FILE)
         except KeyError as exc:
             raise RegistryError(f"cannot point {alias!r} at {version}: no complete version of that id") from exc
-        current = self.get_alias(alias)
+        found = self._read_alias(alias)
+        current, token = found if found else (None, None)
+        previous = current["version"] if current else None
+        if expected_previous is not None and (previous or "") != expected_previous:
+            raise RegistryError(
+                f"alias {alias!r} of {self.model_name} points at {previous or 'nothing'}, not "
+                f"{expected_previous or 'nothing'}: not moved"
+            )
         record = {
             "version": version,
             "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
             "updated_at": datetime.now(UTC).isoformat(),
-            "previous": current["version"] if current else None,
+            "previous": previous,
         }
-        self.store.write_bytes(f"{self.base}aliases/{alias}.json", json.dumps(record, indent=2).encode())
+        try:
+            self.store.write_if(self._alias_key(alias), json.dumps(record, indent=2).encode(), token)
+        except PreconditionFailedError as exc:
+            now = self.get_alias(alias)
+            if now == record:  # our write landed, only its answer was lost (and the retry found it done)
+                return record
+            winner = now["version"] if now else "nothing (deleted)"
+            raise RegistryError(
+                f"alias {alias!r} of {self.model_name} was moved concurrently to {winner} (it pointed at "
+                f"{previous or 'nothing'} when read); {version} not promoted: check and retry"
+            ) from exc
         LOG.info("alias %s of %s -> %s (was %s)", alias, self.model_name, version, record["previous"])
         return record
 
@@ -151,9 +278,11 @@ class ModelRegistry:
             if not versions:
                 raise RegistryError(f"no versions of {self.model_name} in {self.store.uri()}")
             return versions[-1], None
-        record = self.get_alias(ref)
+        record = self.get_alias(ref) if ALIAS_RE.match(ref) else None
         if record is not None:
             return str(record["version"]), str(record["manifest_sha256"])
+        if not VERSION_RE.match(ref):
+            raise RegistryError(f"{ref!r} is neither a valid alias nor a valid version id")
         versions = self.versions()
         if ref in versions:
             return ref, None
@@ -189,13 +318,16 @@ class ModelRegistry:
         return self._fetch(version, expected, Path(dest))
 
     def _fetch(self, version: str, expected: str | None, dest: Path) -> Path:
+        check_version(version)
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / version
         if not (target / MANIFEST_FILE).exists():
             tmp = Path(tempfile.mkdtemp(dir=dest, prefix=f".{version}."))
             self.store.download_dir(self.version_prefix(version), tmp)
+            verify_signature(tmp, self.trust)
             verify_bundle(tmp, expected)
             tmp.rename(target)
+        verify_signature(target, self.trust)
         verify_bundle(target, expected)
         return target
 
@@ -210,7 +342,7 @@ class ModelRegistry:
             The loaded bundle.
         """
         version, expected = self.resolve(ref)
-        return load_bundle(self._fetch(version, expected, Path(cache_dir)), expected)
+        return load_bundle(self._fetch(version, expected, Path(cache_dir)), expected, trust=self.trust)
 
 
 class RegistryConfig(StoreConfig, Protocol):
@@ -223,6 +355,9 @@ class RegistryConfig(StoreConfig, Protocol):
 def open_registry(config: RegistryConfig, store_uri: str | None = None, model_name: str | None = None) -> ModelRegistry:
     """Open the model registry of the configured store.
 
+    The store carries the configuration's bundle trust (``verify_key``, ``trust_unsigned``); the registry signs
+    what it publishes with ``signing_key`` when the configuration has one (``PipelineSettings``).
+
     Args:
         config: Store location, credentials and model name (e.g. a settings object of ``fraud_detection.settings``).
         store_uri: Overrides ``config.store_uri`` (empty or None for the configured one).
@@ -231,4 +366,8 @@ def open_registry(config: RegistryConfig, store_uri: str | None = None, model_na
     Returns:
         The registry of that model in that store.
     """
-    return ModelRegistry(open_configured_store(config, store_uri or None), model_name or config.model_name)
+    signing = getattr(config, "signing_key", None)
+    key = signing.get_secret_value() if signing is not None else None
+    return ModelRegistry(
+        open_configured_store(config, store_uri or None), model_name or config.model_name, signing_key=key or None
+    )

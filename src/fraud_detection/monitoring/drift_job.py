@@ -8,6 +8,7 @@ writes the Evidently report to the store, and can trigger retraining; the caller
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import logging
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -32,6 +33,35 @@ from fraud_detection.store.base import ArtifactStore
 LOG = logging.getLogger(__name__)
 #: How far back logged predictions are joined with delayed labels.
 LABEL_HISTORY = timedelta(days=60)
+#: Largest magnitude a logged feature or score may have; beyond it (or non-finite, or outside the feature's contract
+#: range) the row is dropped from the run and counted: a 1e308 amount answered 200 must not break every later run.
+MAX_ABS_VALUE = 1e12
+#: Payload-log columns a row needs to be analysed.
+_ROW_COLUMNS: tuple[str, ...] = ("scored_at", "model_version")
+
+
+class NothingToMonitorError(LookupError):
+    """No production model and no logged predictions: nothing to analyse (a clean exit, not a failure)."""
+
+
+@dataclass(frozen=True)
+class SkippedObject:
+    """An object a run could not use and skipped.
+
+    Attributes:
+        kind: ``payload_log`` (a partition object), ``labels`` (a label object) or ``model_version`` (logged rows of
+            a version the registry cannot load).
+        key: The store key, or the version.
+        reason: Why, in one line.
+    """
+
+    kind: str
+    key: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        """Plain dict."""
+        return {"kind": self.kind, "key": self.key, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -90,6 +120,8 @@ class DriftJobResult:
         retrain_reasons: Why retraining was (or would be) started; empty when not needed.
         retrain_started: Whether a retraining run was started.
         duration_seconds: Wall time.
+        skipped: Objects skipped because they could not be read or used (each also logged with its key).
+        dropped_rows: Payload-log rows dropped for a non-finite or out-of-range feature or score.
     """
 
     model_name: str
@@ -99,6 +131,8 @@ class DriftJobResult:
     retrain_reasons: list[str]
     retrain_started: bool
     duration_seconds: float
+    skipped: list[SkippedObject] = field(default_factory=list)
+    dropped_rows: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary."""
@@ -109,6 +143,8 @@ class DriftJobResult:
             "retrain_reasons": self.retrain_reasons,
             "retrain_started": self.retrain_started,
             "duration_seconds": self.duration_seconds,
+            "skipped": [o.as_dict() for o in self.skipped],
+            "dropped_rows": self.dropped_rows,
             "versions": [
                 {
                     "model_version": v.model_version,
@@ -137,7 +173,7 @@ def run_drift_job(
     Args:
         store: Where the bundles live (and, without ``log_store``, the payload log, labels and reports).
         config: Job parameters.
-        read_window: Reads the payload log of a model between two times (``payload_log.read_payload_log``).
+        read_window: Reads the payload log of a model between two times (``payload_reader.read_payload_log``).
         now: End of the window (default: the current time).
         cache_dir: Local cache for bundles.
         retrain: Starts retraining with the reasons; returns whether a run was started. None: log only.
@@ -152,21 +188,35 @@ def run_drift_job(
     start = end - timedelta(hours=config.window_hours)
     registry = ModelRegistry(store, config.model_name)
     production = registry.get_alias("production")
-    labels = load_labels(logs)
+    skipped: list[SkippedObject] = []
+
+    def skip(kind: str, key: str, reason: str) -> None:
+        LOG.warning("skipped %s object %s: %s", kind, key, reason)
+        skipped.append(SkippedObject(kind, key, reason))
+
+    labels = load_labels(logs, on_skip=lambda key, reason: skip("labels", key, reason))
     # With labels, realised quality needs the last LABEL_HISTORY of predictions: read the log once and take the
     # drift window from it.
     label_start = min(start, end - LABEL_HISTORY) if len(labels) else start
-    label_window = read_window(logs, config.model_name, label_start, end)
+    label_window = _read_log(read_window, logs, config.model_name, label_start, end, skip)
+    label_window, dropped = _drop_bad_rows(label_window)
     window = label_window[label_window["scored_at"] >= start] if label_start < start else label_window
     LOG.info("payload log %s..%s: %d rows", start.isoformat(), end.isoformat(), len(window))
     versions = sorted(set(window["model_version"].astype(str))) if len(window) else []
     if production is not None and production["version"] not in versions:
         versions.append(str(production["version"]))
     if not versions:
-        raise LookupError(f"no production model for {config.model_name} in {store.uri()} and no logged predictions")
+        raise NothingToMonitorError(
+            f"no production model for {config.model_name} in {store.uri()} and no logged predictions"
+        )
+    known = set(registry.versions())
     cache = cache_dir or Path(tempfile.mkdtemp(prefix="fraud-drift-"))
     reports = []
     for version in versions:
+        if version not in known:
+            rows = int((window["model_version"].astype(str) == version).sum()) if len(window) else 0
+            skip("model_version", version, f"{rows} logged row(s) of a version not in the registry")
+            continue
         bundle = registry.load(version, cache)
         current = window[window["model_version"].astype(str) == version] if len(window) else window
         stamp = f"{end:%Y%m%dT%H%M%SZ}"
@@ -196,12 +246,144 @@ def run_drift_job(
         started_run = retrain(reasons)
     elif reasons:
         LOG.warning("retraining not configured (no Kubeflow endpoint): start it by hand with `fraud pipeline submit`")
-    result = DriftJobResult(config.model_name, start, end, reports, reasons, started_run, time.monotonic() - started)
+    result = DriftJobResult(
+        config.model_name,
+        start,
+        end,
+        reports,
+        reasons,
+        started_run,
+        time.monotonic() - started,
+        skipped=skipped,
+        dropped_rows=dropped,
+    )
     logs.write_bytes(
         f"reports/drift/{config.model_name}/{end:%Y%m%dT%H%M%SZ}.json",
         json.dumps(result.as_dict(), indent=2, default=str).encode(),
     )
     return result
+
+
+class _OneObject:
+    """A read-only view of one object of a store, so that a reader of many objects can be run on each alone.
+
+    Duck-typed (what a payload-log reader calls: ``list``, ``read_bytes``, ``uri``); a Parquet object is checked
+    for its magic bytes before any reader parses it, so a truncated or empty object fails with its key. A failure of
+    the store itself is kept in ``store_error``: that fails the run (the data is not bad, the store is unreachable).
+    """
+
+    def __init__(self, store: ArtifactStore, key: str) -> None:
+        self._store = store
+        self._key = key
+        self.store_error: Exception | None = None
+
+    def read_bytes(self, key: str) -> bytes:
+        if key != self._key:
+            raise KeyError(key)
+        try:
+            data = self._store.read_bytes(key)
+        except KeyError:
+            raise
+        except Exception as exc:
+            self.store_error = exc
+            raise
+        if key.endswith(".parquet"):
+            schema.check_parquet_bytes(data, key)
+        return data
+
+    def list(self, prefix: str) -> list[str]:
+        return [self._key] if self._key and self._key.startswith(prefix) else []
+
+    def uri(self, key: str = "") -> str:
+        return self._store.uri(key)
+
+
+def _read_log(
+    read_window: Callable[..., pd.DataFrame],
+    store: ArtifactStore,
+    model_name: str,
+    start: datetime,
+    end: datetime,
+    skip: Callable[[str, str, str], None],
+) -> pd.DataFrame:
+    """Read the payload log object by object with ``read_window``; an object that fails is skipped and named.
+
+    A reader that skips bad objects itself (an ``on_skip`` parameter, or the keys in ``attrs["skipped_keys"]``) has
+    its skips counted the same way. A failing store still fails the run.
+    """
+    from fraud_detection.monitoring.payload_columns import PAYLOAD_PREFIX
+
+    reported: dict[str, str] = {}
+    kwargs: dict[str, Any] = {}
+    try:
+        if "on_skip" in inspect.signature(read_window).parameters:
+            kwargs["on_skip"] = lambda key, reason: reported.setdefault(key, _one_line(reason))
+    except (TypeError, ValueError):  # no signature (a builtin or C callable)
+        pass
+    frames = []
+    for key in store.list(f"{PAYLOAD_PREFIX}/{model_name}/"):
+        view = _OneObject(store, key)
+        try:
+            frame = read_window(cast(ArtifactStore, view), model_name, start, end, **kwargs)
+            missing = [c for c in _ROW_COLUMNS if c not in frame.columns]
+            if missing and len(frame):
+                raise schema.SchemaError(f"missing column(s): {', '.join(missing)}")
+        except Exception as exc:
+            if view.store_error is not None:
+                raise
+            reported[key] = _one_line(exc)
+            continue
+        for bad in frame.attrs.get("skipped_keys", []):
+            reported.setdefault(str(bad), "unreadable (see the payload-log warning)")
+        if len(frame):
+            frames.append(frame)
+    for key, reason in reported.items():
+        skip("payload_log", key, reason)
+    if not frames:
+        empty = read_window(cast(ArtifactStore, _OneObject(store, "")), model_name, start, end)
+        empty.attrs.clear()
+        return empty
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame.attrs.clear()
+    order = [c for c in ("scored_at", "request_id", "row") if c in frame.columns]
+    return frame.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def _one_line(exc: BaseException | str) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _drop_bad_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Drop rows with a non-finite, out-of-range or absurdly large feature or score; log and count them."""
+    if frame.empty:
+        return frame, 0
+    bad = pd.Series(False, index=frame.index)
+    reasons = {}
+    specs = {spec.name: spec for spec in schema.FEATURE_SPECS}
+    for column in (*schema.FEATURES, SCORE_COLUMN):
+        if column not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+        col_bad = ~values.between(-MAX_ABS_VALUE, MAX_ABS_VALUE)  # NaN and +-inf are not between
+        spec = specs.get(column)
+        low, high = (spec.min_value, spec.max_value) if spec is not None else (0.0, 1.0)
+        if low is not None:
+            col_bad |= values < low
+        if high is not None:
+            col_bad |= values > high
+        if col_bad.any():
+            reasons[column] = int(col_bad.sum())
+            bad |= col_bad
+    dropped = int(bad.sum())
+    if dropped:
+        LOG.warning(
+            "dropped %d payload-log row(s) with a non-finite or out-of-range value (%s)",
+            dropped,
+            ", ".join(f"{c}: {n}" for c, n in reasons.items()),
+        )
+        frame = frame[~bad].reset_index(drop=True)
+    return frame, dropped
 
 
 def _retrain_reasons(reports: list[VersionReport], config: DriftJobConfig) -> list[str]:

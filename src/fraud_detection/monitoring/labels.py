@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,19 +31,30 @@ LOG = logging.getLogger(__name__)
 LABEL_COLUMNS: tuple[str, ...] = (schema.TRANSACTION_ID, schema.LABEL, "reported_at")
 LABELS_PREFIX = "labels/"
 DEFAULT_MATURITIES_DAYS: tuple[int, ...] = (7, 14, 30)
+#: How many example ids a message about unknown or conflicting ids shows.
+EXAMPLES = 5
 
 
-def validate_labels(df: pd.DataFrame) -> pd.DataFrame:
+class ConflictingLabelsError(SchemaError):
+    """One label file gives one transaction id both labels (0 and 1); nothing is ingested."""
+
+
+def validate_labels(df: pd.DataFrame, *, allow_conflicts: bool = False) -> pd.DataFrame:
     """Check and normalise a label frame.
 
     Args:
         df: Frame with ``transaction_id``, ``is_fraud`` (0/1) and ``reported_at`` (time).
+        allow_conflicts: Keep the latest report of an id given both labels instead of refusing (stored objects).
+
+    Rows repeating an id with the same label collapse to one (the latest ``reported_at``); an id given both labels
+    in one file is refused (:class:`ConflictingLabelsError`). Across files, the latest report wins (a correction).
 
     Returns:
-        The normalised frame: ids as strings, labels as int8, ``reported_at`` as UTC.
+        The normalised frame: ids as strings, labels as int8, ``reported_at`` as UTC, one row per id.
 
     Raises:
         SchemaError: A column is missing or holds bad values; the message names it.
+        ConflictingLabelsError: An id has both labels in this frame; the message counts them and shows examples.
     """
     missing = [c for c in LABEL_COLUMNS if c not in df.columns]
     if missing:
@@ -61,7 +72,36 @@ def validate_labels(df: pd.DataFrame) -> pd.DataFrame:
         bad = out.loc[reported.isna(), "reported_at"].iloc[0]
         raise SchemaError(f"label file: column 'reported_at' has an unparseable time, e.g. {bad!r}")
     out["reported_at"] = reported
+    ids = out[schema.TRANSACTION_ID]
+    labels_per_id = out.groupby(schema.TRANSACTION_ID)[schema.LABEL].nunique()
+    conflicting = labels_per_id[labels_per_id > 1].index.tolist()
+    if conflicting and not allow_conflicts:
+        raise ConflictingLabelsError(
+            f"label file: {len(conflicting)} transaction id(s) labelled both 0 and 1, e.g. "
+            f"{', '.join(map(repr, conflicting[:EXAMPLES]))}: fix the file (one label per id) and ingest it again"
+        )
+    if ids.duplicated().any():
+        LOG.info("label file: %d repeated id(s) collapsed, the latest report kept", int(ids.duplicated().sum()))
+        out = out.sort_values("reported_at", kind="stable").drop_duplicates(schema.TRANSACTION_ID, keep="last")
+        out = out.reset_index(drop=True)
     return out
+
+
+def unknown_ids(labels: pd.DataFrame, known_keys: set[str], identifier_key: bytes | None = None) -> list[str]:
+    """Label ids that match no logged prediction (their hash is not among the payload log's transaction keys).
+
+    Args:
+        labels: Validated labels.
+        known_keys: ``transaction_key`` values of the payload log.
+        identifier_key: The HMAC key the payload log hashed transaction ids with.
+
+    Returns:
+        The unknown ids, in file order.
+    """
+    from fraud_detection.monitoring.payload_columns import hash_identifier
+
+    ids = labels[schema.TRANSACTION_ID].astype(str)
+    return [i for i in ids if hash_identifier(i, identifier_key) not in known_keys]
 
 
 def read_label_file(path: Path) -> pd.DataFrame:
@@ -79,10 +119,15 @@ def read_label_file(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SchemaError(f"label file {path}: no such file")
-    try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except Exception as exc:
-        raise SchemaError(f"label file {path}: cannot be read: {exc}") from exc
+    if path.suffix == ".parquet":
+        df = schema.read_parquet_bytes(path.read_bytes(), f"label file {path}")
+    else:
+        try:
+            df = pd.read_csv(path)
+        except Exception as exc:
+            raise SchemaError(f"label file {path}: cannot be read: {' '.join(str(exc).split())[:300]}") from exc
+    if df.empty:
+        raise SchemaError(f"label file {path}: no rows")
     return validate_labels(df)
 
 
@@ -104,23 +149,36 @@ def ingest_labels(store: ArtifactStore, labels: pd.DataFrame) -> str:
     return key
 
 
-def load_labels(store: ArtifactStore) -> pd.DataFrame:
+def load_labels(store: ArtifactStore, *, on_skip: Callable[[str, str], None] | None = None) -> pd.DataFrame:
     """All ingested labels, the latest report per transaction winning.
+
+    An object that cannot be read or fails validation is skipped: ``on_skip(key, reason)`` is called (default: a
+    warning naming the key), and the other objects are used.
 
     Args:
         store: The artifact store.
+        on_skip: Called with the key and a one-line reason for each skipped object.
 
     Returns:
         Labels (possibly empty).
     """
-    frames = [
-        pd.read_parquet(io.BytesIO(store.read_bytes(k))) for k in store.list(LABELS_PREFIX) if k.endswith(".parquet")
-    ]
+    frames = []
+    for key in store.list(LABELS_PREFIX):
+        if not key.endswith(".parquet"):
+            continue
+        try:
+            frames.append(validate_labels(schema.read_parquet_bytes(store.read_bytes(key), key), allow_conflicts=True))
+        except (SchemaError, OSError, KeyError) as exc:
+            reason = " ".join(str(exc).split())[:300]
+            if on_skip is None:
+                LOG.warning("skipped label object %s: %s", key, reason)
+            else:
+                on_skip(key, reason)
     if not frames:
         return pd.DataFrame(
             {c: pd.Series(dtype=t) for c, t in zip(LABEL_COLUMNS, ("str", "int8", "datetime64[ns, UTC]"), strict=True)}
         )
-    labels = pd.concat(frames, ignore_index=True).sort_values("reported_at")
+    labels = pd.concat(frames, ignore_index=True).sort_values("reported_at", kind="stable")
     return labels.drop_duplicates(schema.TRANSACTION_ID, keep="last").reset_index(drop=True)
 
 
@@ -179,7 +237,7 @@ def realised_quality(
     Returns:
         One row per (version, maturity) with at least one prediction.
     """
-    from fraud_detection.monitoring.payload_log import DECISION_COLUMN, TRANSACTION_KEY, hash_identifier
+    from fraud_detection.monitoring.payload_columns import DECISION_COLUMN, TRANSACTION_KEY, hash_identifier
 
     if predictions.empty:
         return []
@@ -229,7 +287,7 @@ def estimated_precision(predictions: pd.DataFrame) -> dict[str, float]:
     Returns:
         Version to expected share of fraud among its alerts (NaN without alerts).
     """
-    from fraud_detection.monitoring.payload_log import DECISION_COLUMN
+    from fraud_detection.monitoring.payload_columns import DECISION_COLUMN
 
     out: dict[str, float] = {}
     for version, group in predictions.groupby("model_version"):

@@ -15,12 +15,24 @@ The logger never blocks or fails a request: :meth:`PayloadLogger.log` appends to
 returns at once; a background thread writes a file when ``flush_rows`` rows are buffered or ``flush_seconds`` have
 passed. When the buffer is full (the store is slow or down) new rows are dropped and counted; a write that still
 fails after its retries drops its rows and counts them too.
+
+With a spool (``PayloadLogConfig.spool_dir``, see :mod:`fraud_detection.monitoring.spool`) nothing waits in memory
+for the store: the writer thread appends what :meth:`PayloadLogger.log` buffered to the spool and syncs it every
+``spool_sync_seconds`` (0.1 s), so a SIGKILL loses at most that window plus one sync. Every ``flush_rows`` rows or
+``flush_seconds`` it closes the spool segment, and an uploader thread writes each closed segment to the store as
+``date=<day>/<segment id>.parquet`` (rewriting the same key when retried, so a re-upload after a crash does not
+duplicate rows) and only then deletes it. A store that is down keeps segments on disk (retried every
+``flush_seconds``) instead of dropping rows; the spool's size cap drops (and counts) rows beyond it. Segments found at
+startup (an earlier process was killed) are uploaded first; a torn last record is dropped and counted.
+
+:func:`read_payload_log` skips objects that are empty, not Parquet or lack the payload-log columns, with a warning
+naming each; it reports their keys to ``on_skip`` and in the frame's ``attrs["skipped_keys"]``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import hmac
 import io
 import logging
 import threading
@@ -28,61 +40,28 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from fraud_detection.data import schema
 from fraud_detection.model.bundle import SCORE_COLUMN
+from fraud_detection.monitoring.payload_columns import (
+    CUSTOMER_KEY,
+    DECISION_COLUMN,
+    EVENT_TIME_COLUMN,
+    PAYLOAD_PREFIX,
+    RAW_IDENTIFIERS,
+    TERMINAL_KEY,
+    TRANSACTION_KEY,
+    hash_identifier,
+)
+from fraud_detection.monitoring.spool import Record, Spool, SpoolBusyError, read_segment, segment_id
 from fraud_detection.store.base import ArtifactStore
 
 LOG = logging.getLogger(__name__)
-
-PAYLOAD_PREFIX = "payload-logs"
-DECISION_COLUMN = "decision"
-TRANSACTION_KEY = "transaction_key"
-#: Columns of every payload-log file, in order (raw identifier columns follow when enabled).
-BASE_COLUMNS: tuple[str, ...] = (
-    "request_id",
-    "row",
-    "scored_at",
-    "model_name",
-    "model_version",
-    *schema.FEATURES,
-    SCORE_COLUMN,
-    DECISION_COLUMN,
-    "imputed",
-    TRANSACTION_KEY,
-    "customer_key",
-    "terminal_key",
-    "event_time",
-)
-#: Columns of a raw-transaction row (empty for rows scored from features): what retraining from production reads.
-EVENT_TIME_COLUMN = "event_time"
-CUSTOMER_KEY = "customer_key"
-TERMINAL_KEY = "terminal_key"
-RAW_IDENTIFIERS: tuple[str, ...] = (schema.TRANSACTION_ID, schema.CUSTOMER_ID, schema.TERMINAL_ID)
-
-
-def hash_identifier(value: str, key: bytes | None = None) -> str:
-    """The pseudonymous key under which an identifier is logged (labels join on it).
-
-    With a key (``FRAUD_IDENTIFIER_KEY``, from a Secret) it is HMAC-SHA256, which nobody without the key can
-    reverse, even for sequential ids; without one it falls back to a plain sha256 (a laptop default, logged as a
-    warning by the payload logger).
-
-    Args:
-        value: Raw identifier, e.g. a transaction id.
-        key: The HMAC key; None for a plain digest.
-
-    Returns:
-        Hex digest.
-    """
-    data = str(value).encode("utf-8")
-    if key:
-        return hmac.new(key, data, hashlib.sha256).hexdigest()
-    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -95,8 +74,12 @@ class PayloadLogConfig:
         max_buffer_rows: Rows held in memory at most; further rows are dropped (and counted).
         log_identifiers: Also write raw ``transaction_id``, ``customer_id`` and ``terminal_id``.
         identifier_key: HMAC key of the logged identifier hashes (never printed).
-        write_retries: Extra attempts of a failed write before its rows are dropped.
+        write_retries: Extra attempts of a failed write before its rows are dropped (without a spool) or left in
+            the spool for a later attempt.
         retry_backoff_seconds: Wait before the first retry (doubles each time).
+        spool_dir: Local spool directory (None: rows wait in memory only, and a SIGKILL loses them).
+        spool_max_bytes: Cap of the spool's size; rows beyond it are dropped and counted.
+        spool_sync_seconds: How often the writer appends buffered rows to the spool and fsyncs it.
     """
 
     flush_rows: int = 5_000
@@ -106,6 +89,9 @@ class PayloadLogConfig:
     identifier_key: bytes | None = field(default=None, repr=False)
     write_retries: int = 2
     retry_backoff_seconds: float = 0.5
+    spool_dir: Path | None = None
+    spool_max_bytes: int = 256 * 2**20
+    spool_sync_seconds: float = 0.1
 
     def __post_init__(self) -> None:
         """Reject settings that would never flush or never buffer."""
@@ -115,6 +101,10 @@ class PayloadLogConfig:
             raise ValueError(f"flush_seconds must be > 0, got {self.flush_seconds}")
         if self.max_buffer_rows < self.flush_rows:
             raise ValueError(f"max_buffer_rows ({self.max_buffer_rows}) must be >= flush_rows ({self.flush_rows})")
+        if self.spool_max_bytes < 1:
+            raise ValueError(f"spool_max_bytes must be >= 1, got {self.spool_max_bytes}")
+        if self.spool_sync_seconds <= 0:
+            raise ValueError(f"spool_sync_seconds must be > 0, got {self.spool_sync_seconds}")
 
 
 @dataclass(frozen=True)
@@ -167,9 +157,25 @@ class PayloadLogger:
         self._flushed = 0
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._uploader: threading.Thread | None = None
         self.rows_written = 0
         self.rows_dropped = 0
         self.files_written = 0
+        # Spool mode: the writer appends to the spool; the uploader empties it into the store.
+        self.rows_spooled = 0
+        self.torn_records = 0
+        self._open_rows = 0  # rows in the open spool segment
+        self._open_since = 0.0
+        self._rotations = 0  # segments closed by the writer
+        self._rotated_request = 0  # the last flush request the writer has closed a segment for
+        self._writer_done = False
+        self._spool_full = False
+        self.spool: Spool | None = None
+        if self.config.spool_dir is not None:
+            try:
+                self.spool = Spool(Path(self.config.spool_dir), self.config.spool_max_bytes)
+            except (SpoolBusyError, OSError) as exc:
+                LOG.warning("payload log: no spool (%s): rows wait in memory only and a SIGKILL loses them", exc)
         if not self.config.identifier_key:
             LOG.warning(
                 "payload log: identifier hashes are plain sha256, which anyone can reverse for sequential ids: set "
@@ -238,15 +244,23 @@ class PayloadLogger:
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> PayloadLogger:
-        """Start the background writer thread (idempotent).
+        """Start the background writer thread, and with a spool its uploader (idempotent).
+
+        With a spool the uploader first uploads what an earlier process left in it.
 
         Returns:
             self.
         """
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="payload-log-writer", daemon=True)
+                target = self._run if self.spool is None else self._run_spooled
+                self._thread = threading.Thread(target=target, name="payload-log-writer", daemon=True)
                 self._thread.start()
+                if self.spool is not None:
+                    self._uploader = threading.Thread(
+                        target=self._run_uploader, name="payload-log-uploader", daemon=True
+                    )
+                    self._uploader.start()
         return self
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -259,13 +273,23 @@ class PayloadLogger:
             True when the flush finished in time.
         """
         if self._thread is None:
-            self._write(self._take())
+            self._write_now()
             return True
         with self._lock:
             self._flush_requested += 1
             target = self._flush_requested
-            self._wake.notify()
+            self._wake.notify_all()
             return self._wake.wait_for(lambda: self._flushed >= target, timeout=timeout)
+
+    def _write_now(self) -> None:
+        """Flush without the threads: write the buffer (through the spool when there is one)."""
+        if self.spool is None:
+            self._write(self._take())
+            return
+        self._spool_entries(self._take())
+        self.spool.rotate()
+        self._open_rows = 0
+        self._upload_pass()
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush and stop the writer thread; later rows are dropped.
@@ -278,12 +302,17 @@ class PayloadLogger:
                 return
             self._stop = True
             self._wake.notify_all()
+        deadline = time.monotonic() + timeout
         if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                LOG.warning("payload log: writer still busy after %.0f s at shutdown", timeout)
+            for thread in (self._thread, self._uploader):
+                if thread is not None:
+                    thread.join(max(0.0, deadline - time.monotonic()))
+                    if thread.is_alive():
+                        LOG.warning("payload log: %s still busy after %.0f s at shutdown", thread.name, timeout)
         else:
-            self._write(self._take())
+            self._write_now()
+        if self.spool is not None:
+            self.spool.close()
 
     # -- writer thread --------------------------------------------------------------------------------------
     def _take(self) -> list[_Entry]:
@@ -320,6 +349,171 @@ class PayloadLogger:
                     self._wake.notify_all()
             if stop:
                 return
+
+    def _run_spooled(self) -> None:
+        """Writer with a spool: every ``spool_sync_seconds`` append the buffer and fsync; close segments when due."""
+        config = self.config
+        next_sync = time.monotonic()
+        while True:
+            with self._lock:
+                self._wake.wait_for(
+                    lambda: self._stop or self._flush_requested > self._rotated_request,
+                    timeout=max(0.0, next_sync - time.monotonic()),
+                )
+                stop = self._stop
+                requested = self._flush_requested
+            next_sync = time.monotonic() + config.spool_sync_seconds
+            self._spool_entries(self._take())
+            rotate = (
+                stop
+                or requested > self._rotated_request
+                or self._open_rows >= config.flush_rows
+                or (self._open_rows > 0 and time.monotonic() - self._open_since >= config.flush_seconds)
+            )
+            if rotate:
+                assert self.spool is not None
+                self.spool.rotate()
+                self._open_rows = 0
+                with self._lock:
+                    self._rotated_request = max(self._rotated_request, requested)
+                    self._rotations += 1
+                    self._writer_done = stop
+                    self._wake.notify_all()
+            if stop:
+                return
+
+    def _spool_entries(self, entries: list[_Entry]) -> None:
+        """Append rows to the spool and sync it; rows over the spool's cap are dropped and counted."""
+        n = sum(len(e.scores) for e in entries)
+        if n == 0 or self.spool is None:
+            return
+        try:
+            payload = _encode_frame(self._frame(entries))
+        except Exception:
+            LOG.exception("payload log: cannot build a frame of %d row(s); dropping them", n)
+            self._release(n)
+            self._dropped(n)
+            return
+        if self.spool.append(payload, n):
+            self.spool.sync()
+            if self._open_rows == 0:
+                self._open_since = time.monotonic()
+            self._open_rows += n
+            self.rows_spooled += n
+            self._spool_full = False
+        else:
+            if not self._spool_full:
+                LOG.warning(
+                    "payload log: spool %s is full (%d of %d bytes) or not writable; dropping rows until it drains",
+                    self.spool.directory,
+                    self.spool.size_bytes,
+                    self.spool.max_bytes,
+                )
+            self._spool_full = True
+            self._dropped(n)
+        self._release(n)
+
+    def _run_uploader(self) -> None:
+        """Upload closed spool segments.
+
+        At once (what an earlier process left), after each rotation, and every ``flush_seconds`` while the store
+        fails.
+        """
+        retry_at: float | None = time.monotonic()
+        seen = 0
+
+        def due(seen: int, retry_at: float | None) -> bool:
+            return (
+                self._rotations > seen or self._writer_done or (retry_at is not None and time.monotonic() >= retry_at)
+            )
+
+        while True:
+            with self._lock:
+                timeout = None if retry_at is None else max(0.0, retry_at - time.monotonic())
+                self._wake.wait_for(functools.partial(due, seen, retry_at), timeout=timeout)
+                generation, requested, done = self._rotations, self._rotated_request, self._writer_done
+            ok = self._upload_pass()
+            seen = generation
+            retry_at = None if ok else time.monotonic() + self.config.flush_seconds
+            with self._lock:
+                self._flushed = max(self._flushed, requested)
+                self._wake.notify_all()
+            if done:
+                return
+
+    def _upload_pass(self) -> bool:
+        """Upload every closed segment, oldest first; stop at the first that fails.
+
+        Returns:
+            True when the spool holds no closed segment any more.
+        """
+        if self.spool is None:
+            return True
+        for path in self.spool.closed_segments():
+            try:
+                if not self._upload_segment(path):
+                    return False
+            except Exception:
+                LOG.exception("payload log: cannot upload spool segment %s; keeping it", path)
+                return False
+        return True
+
+    def _upload_segment(self, path: Path) -> bool:
+        """Write one closed segment to the store and remove it; keep what failed in the spool.
+
+        Returns:
+            Whether everything in it reached the store.
+        """
+        assert self.spool is not None
+        try:
+            read = read_segment(path)
+        except FileNotFoundError:
+            return True
+        dirty = read.torn
+        if read.torn:
+            self.torn_records += 1
+            LOG.warning(
+                "payload log: spool segment %s ends in a torn record (%d byte(s), %d row(s)); dropping it",
+                path.name,
+                read.torn_bytes,
+                read.torn_rows,
+            )
+            self._dropped(read.torn_rows)
+        frames = []
+        for record in read.records:
+            try:
+                frames.append(_decode_frame(record.payload))
+            except Exception:
+                LOG.exception(
+                    "payload log: unreadable record in spool segment %s; dropping %d row(s)", path, record.rows
+                )
+                self._dropped(record.rows)
+                dirty = True
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            self.spool.remove(path)
+            return True
+        frame = pd.concat(frames, ignore_index=True)
+        scored_at = pd.to_datetime(frame["scored_at"], utc=True)
+        sid = segment_id(path)
+        failed = []
+        parts = list(frame.groupby(scored_at.dt.date, sort=True))
+        for day, part in parts:
+            # Named after the segment: a retry (or a re-upload after a crash) rewrites the same object.
+            key = f"{PAYLOAD_PREFIX}/{self.model_name}/date={day:%Y-%m-%d}/{sid}.parquet"
+            if self._write_part(key, part):
+                self.rows_written += len(part)
+                self.files_written += 1
+            else:
+                failed.append(part)
+        if not failed:
+            self.spool.remove(path)
+            return True
+        if dirty or len(failed) < len(parts):
+            rest = pd.concat(failed, ignore_index=True)
+            self.spool.replace(path, [Record(len(rest), _encode_frame(rest))])
+        LOG.warning("payload log: %d row(s) stay in the spool until the store takes them", sum(map(len, failed)))
+        return False
 
     def _write(self, entries: list[_Entry]) -> None:
         n = sum(len(e.scores) for e in entries)
@@ -420,61 +614,40 @@ class PayloadLogger:
         return out
 
 
-def _utc(value: datetime | date) -> datetime:
-    if not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def spool_dir_for(value: str | None, model_name: str, store_uri: str, root: str = ".fraud/spool") -> Path | None:
+    """The spool directory of a server: the configured one, none, or the local default.
 
-
-def read_payload_log(
-    store: ArtifactStore, model_name: str, start: datetime | date, end: datetime | date
-) -> pd.DataFrame:
-    """Payload-log rows of a model scored in ``[start, end)`` (the drift job's input).
+    The default, ``<root>/<model>/<12 hex digits of the store URI's sha256>``, keeps the spools of different stores
+    apart, so rows are only ever uploaded to the store they were logged for.
 
     Args:
-        store: The artifact store.
+        value: ``--payload_log_spool_dir``: a directory, ``off``/``none`` (no spool), or None/empty (the default).
         model_name: Served model name.
-        start: Window start (naive values are UTC; a date means its midnight).
-        end: Window end, exclusive.
+        store_uri: The payload log's store.
+        root: Parent of default spools.
 
     Returns:
-        The rows sorted by ``scored_at``, with at least :data:`BASE_COLUMNS` (empty when nothing was logged).
+        The directory, or None for no spool.
     """
-    lo, hi = _utc(start), _utc(end)
-    prefix = f"{PAYLOAD_PREFIX}/{model_name}/"
-    frames = []
-    first_day, last_day = lo.date(), (hi - timedelta(microseconds=1)).date()
-    for key in store.list(prefix):
-        part = key[len(prefix) :].split("/", 1)[0]
-        if not part.startswith("date=") or not key.endswith(".parquet"):
-            continue
-        try:
-            day = date.fromisoformat(part[len("date=") :])
-        except ValueError:
-            continue
-        if first_day <= day <= last_day:
-            frames.append(pd.read_parquet(io.BytesIO(store.read_bytes(key))))
-    if not frames:
-        return _empty_frame()
-    frame = pd.concat(frames, ignore_index=True)
-    scored_at = pd.to_datetime(frame["scored_at"], utc=True)
-    frame["scored_at"] = scored_at
-    frame = frame[(scored_at >= lo) & (scored_at < hi)]
-    return frame.sort_values(["scored_at", "request_id", "row"], kind="stable").reset_index(drop=True)
+    if value and value.strip().lower() in ("off", "none", "false", "0"):
+        return None
+    if value:
+        return Path(value)
+    if "://" not in store_uri:
+        store_uri = str(Path(store_uri).resolve())
+    return Path(root) / model_name / hashlib.sha256(store_uri.encode()).hexdigest()[:12]
 
 
-def _empty_frame() -> pd.DataFrame:
-    data: dict[str, pd.Series] = {}
-    for name in BASE_COLUMNS:
-        if name in schema.FEATURES or name == SCORE_COLUMN:
-            dtype = "float64"
-        elif name == "row":
-            dtype = "int32"
-        elif name == DECISION_COLUMN:
-            dtype = "bool"
-        elif name in ("scored_at", EVENT_TIME_COLUMN):
-            dtype = "datetime64[ns, UTC]"
-        else:
-            dtype = "object"
-        data[name] = pd.Series([], dtype=dtype)
-    return pd.DataFrame(data)
+def _encode_frame(frame: pd.DataFrame) -> bytes:
+    """A frame as an Arrow IPC stream (a spool record's payload)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _decode_frame(payload: bytes) -> pd.DataFrame:
+    """The frame of a spool record."""
+    with pa.ipc.open_stream(payload) as reader:
+        return reader.read_all().to_pandas()

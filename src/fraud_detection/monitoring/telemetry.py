@@ -238,6 +238,8 @@ class BoundServingMetrics:
 # --------------------------------------------------------------------------------------------------------------
 
 DRIFT_JOB = "fraud-drift"
+#: Values of the ``kind`` label of ``fraud_drift_skipped_objects_total`` (``SkippedObject.kind`` of the drift job).
+SKIP_KINDS: tuple[str, ...] = ("payload_log", "labels", "model_version")
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,8 @@ class DriftMetrics:
     precision: Gauge
     estimated_precision: Gauge
     unlabelled: Gauge
+    skipped_objects: Counter
+    dropped_rows: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> DriftMetrics:
@@ -298,6 +302,19 @@ class DriftMetrics:
                 "fraud_quality_estimated_precision_ratio", "Precision estimated from calibrated scores (an estimate)"
             ),
             unlabelled=gauge("fraud_quality_unlabelled_ratio", "Share of logged predictions without a label yet"),
+            skipped_objects=Counter(
+                "fraud_drift_skipped_objects",
+                "Objects the last run skipped because they could not be read or used (kind: payload_log, labels, "
+                "model_version)",
+                ["model_name", "kind"],
+                registry=registry,
+            ),
+            dropped_rows=Counter(
+                "fraud_drift_dropped_rows",
+                "Payload-log rows the last run dropped for a non-finite or out-of-range feature or score",
+                ["model_name"],
+                registry=registry,
+            ),
         )
 
 
@@ -342,6 +359,9 @@ def drift_registry(result: DriftJobResult, now: float | None = None) -> Collecto
                     gauge.labels(*labels, row.maturity).set(value)
             if row.maturity == "all":
                 m.unlabelled.labels(*labels).set(row.unlabelled_ratio)
+    for kind in SKIP_KINDS:  # every kind present (0 too), so that alerts can use the series
+        m.skipped_objects.labels(name, kind).inc(sum(1 for o in result.skipped if o.kind == kind))
+    m.dropped_rows.labels(name).inc(result.dropped_rows)
     m.duration.labels(name).set(result.duration_seconds)
     m.last_success.labels(name).set(time.time() if now is None else now)
     return registry

@@ -18,14 +18,14 @@ import pandas as pd
 
 from fraud_detection.data import schema
 from fraud_detection.monitoring.labels import load_labels
-from fraud_detection.monitoring.payload_log import (
+from fraud_detection.monitoring.payload_columns import (
     CUSTOMER_KEY,
     EVENT_TIME_COLUMN,
     TERMINAL_KEY,
     TRANSACTION_KEY,
     hash_identifier,
-    read_payload_log,
 )
+from fraud_detection.monitoring.payload_reader import read_payload_log
 from fraud_detection.store.base import ArtifactStore
 
 LOG = logging.getLogger(__name__)

@@ -32,7 +32,13 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse, urlunparse
 
-from fraud_detection.store.base import ArtifactStore, StoreError
+from fraud_detection.store.base import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    ArtifactStore,
+    PreconditionFailedError,
+    StoreError,
+)
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -144,6 +150,8 @@ class AzureBlobStore(ArtifactStore):
         create_container: Create the container now when it does not exist (one request to check, which also fails
             early on wrong credentials); by default no request is sent until the first operation, and the first
             write creates a missing container.
+        timeout: Seconds to wait for a connection and for each answer (the SDK's own read timeout is long).
+        retries: Retries of a request that failed to connect, timed out or got a 5xx (then ``StoreError``).
         **client_options: Extra keyword arguments of ``BlobServiceClient`` (retries, timeouts, transport).
 
     Raises:
@@ -160,6 +168,8 @@ class AzureBlobStore(ArtifactStore):
         credential: Any = None,
         connection_string: str | None = None,
         create_container: bool = False,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
         **client_options: Any,
     ) -> None:
         from azure.storage.blob import BlobServiceClient
@@ -172,6 +182,12 @@ class AzureBlobStore(ArtifactStore):
         self.container = container
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         client_options.setdefault("logger", HTTP_LOG)
+        client_options.setdefault("connection_timeout", min(5.0, timeout))
+        client_options.setdefault("read_timeout", timeout)
+        client_options.setdefault("retry_total", retries)
+        client_options.setdefault("retry_connect", retries)
+        client_options.setdefault("retry_read", retries)
+        client_options.setdefault("retry_status", retries)
         conn = connection_string or os.environ.get(CONNECTION_STRING_ENV) or None
         service: BlobServiceClient
         try:
@@ -298,6 +314,65 @@ class AzureBlobStore(ArtifactStore):
             raise KeyError(f"no object {self.uri(key)}") from exc
         except AzureError as exc:
             raise StoreError(f"cannot read {self.uri(key)} (container {self.container!r}): {_reason(exc)}") from exc
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """Read a blob and its ETag.
+
+        Args:
+            key: Object key.
+
+        Returns:
+            (content, ETag) or None when the blob (or its container) does not exist.
+        """
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        name = self._name(key)
+        try:
+            downloader = self._container.download_blob(name)
+            return bytes(downloader.readall()), str(downloader.properties.etag)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise StoreError(f"cannot read {self.uri(key)} (container {self.container!r}): {_reason(exc)}") from exc
+
+    def write_if(self, key: str, data: bytes, token: str | None) -> None:
+        """One conditional upload: ``If-Match: <ETag>``, or ``If-None-Match: *`` when the blob must not exist.
+
+        Args:
+            key: Object key.
+            data: New content.
+            token: ETag from :meth:`read_versioned`; None: the blob must not exist.
+
+        Raises:
+            PreconditionFailedError: The blob changed or appeared since it was read.
+            StoreError: The write failed otherwise.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        name = self._name(key)
+        options: dict[str, Any] = (
+            {"overwrite": True, "etag": token, "match_condition": MatchConditions.IfNotModified}
+            if token is not None
+            else {"overwrite": False}
+        )
+        for attempt in (1, 2):
+            try:
+                self._container.upload_blob(name, data, **options)
+                return
+            except (ResourceModifiedError, ResourceExistsError) as exc:
+                raise PreconditionFailedError(f"{self.uri(key)} changed since it was read") from exc
+            except ResourceNotFoundError as exc:
+                if _container_not_found(exc) and attempt == 1:
+                    self._create_container(self.uri(key))
+                    continue
+                if token is not None:  # deleted since it was read
+                    raise PreconditionFailedError(f"{self.uri(key)} changed since it was read") from exc
+                raise StoreError(f"cannot write {self.uri(key)}: {_reason(exc)}") from exc
+            except AzureError as exc:
+                raise StoreError(
+                    f"cannot write {self.uri(key)} (container {self.container!r}): {_reason(exc)}"
+                ) from exc
 
     def exists(self, key: str) -> bool:
         """Whether an object exists (one metadata request, no download).

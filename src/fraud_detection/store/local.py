@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 from pathlib import Path
 
-from fraud_detection.store.base import ArtifactStore, StoreError
+from fraud_detection.store.base import ArtifactStore, PreconditionFailedError, StoreError
 from fraud_detection.store.files import atomic_file
 
 
@@ -15,6 +17,8 @@ class LocalStore(ArtifactStore):
     Args:
         root: Root directory (created on first write).
     """
+
+    remote = False
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -41,6 +45,32 @@ class LocalStore(ArtifactStore):
         if not path.is_file():
             raise KeyError(f"no object {key!r} in {self.root}")
         return path.read_bytes()
+
+    def write_if(self, key: str, data: bytes, token: str | None) -> None:
+        """Compare-and-swap under an exclusive ``fcntl`` lock on a hidden lock file beside the object.
+
+        Every conditional writer of the key takes the lock, so the check and the write are one step for them.
+
+        Args:
+            key: Object key.
+            data: New content.
+            token: sha256 of the content read (:meth:`read_versioned`); None: the object must not exist.
+
+        Raises:
+            PreconditionFailedError: The object changed since it was read.
+        """
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.with_name(f".{path.name}.lock")
+        with open(lock, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                current = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+                if current != token:
+                    raise PreconditionFailedError(f"{self.uri(key)} changed since it was read")
+                self.write_bytes(key, data)
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def list(self, prefix: str) -> list[str]:  # noqa: D102
         base = self._path(prefix.rstrip("/")) if prefix.rstrip("/") else self.root

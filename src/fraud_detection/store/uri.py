@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import urlparse
 
-from fraud_detection.store.base import ArtifactStore, StoreError
+from fraud_detection.store.base import DEFAULT_TIMEOUT_S, ArtifactStore, BundleTrustConfig, StoreError
 from fraud_detection.store.local import LocalStore
 from fraud_detection.store.s3 import S3Store
 
@@ -18,6 +18,7 @@ def open_store(
     secret_key: str | None = None,
     region: str | None = None,
     azure_account_url: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> ArtifactStore:
     """Open a store from a URI: a directory path, ``file://`` path, ``s3://bucket/prefix``, or Azure Blob.
 
@@ -34,6 +35,7 @@ def open_store(
         secret_key: S3 secret key.
         region: S3 region.
         azure_account_url: Blob account endpoint for ``az://`` URIs, e.g. ``https://acct.blob.core.windows.net``.
+        timeout: Seconds a request to S3 or Azure may wait for a connection or an answer (bounded retries follow).
 
     Returns:
         The store.
@@ -48,13 +50,13 @@ def open_store(
     ):
         from fraud_detection.store.azure import AzureBlobStore
 
-        return AzureBlobStore.from_uri(uri, account_url=azure_account_url)
+        return AzureBlobStore.from_uri(uri, account_url=azure_account_url, timeout=timeout)
     if parsed.scheme == "s3":
         if not s3_endpoint:
             raise StoreError(f"store {uri}: set FRAUD_S3_ENDPOINT (or --s3-endpoint) to reach the S3 API")
         if not parsed.netloc:
             raise StoreError(f"store {uri}: no bucket in the URI (expected s3://bucket/prefix)")
-        return S3Store(parsed.netloc, parsed.path, s3_endpoint, access_key, secret_key, region)
+        return S3Store(parsed.netloc, parsed.path, s3_endpoint, access_key, secret_key, region, timeout=timeout)
     if parsed.scheme in ("", "file"):
         return LocalStore(parsed.path if parsed.scheme == "file" else uri)
     raise StoreError(
@@ -93,6 +95,9 @@ class StoreConfig(Protocol):
 def open_configured_store(config: StoreConfig, uri: str | None = None) -> ArtifactStore:
     """Open the configured store, or another URI with the same credentials.
 
+    The store carries the configuration's bundle signature policy (``verify_key``, ``trust_unsigned``, when the
+    configuration has them) for the model registry on top of it, and its request timeout (``store_timeout_seconds``).
+
     Args:
         config: Store location and credentials.
         uri: Overrides ``config.store_uri`` (empty or None for the configured one).
@@ -103,11 +108,17 @@ def open_configured_store(config: StoreConfig, uri: str | None = None) -> Artifa
     Raises:
         StoreError: As :func:`open_store`.
     """
-    return open_store(
+    store = open_store(
         uri or config.store_uri,
         s3_endpoint=config.s3_endpoint,
         access_key=config.aws_access_key_id.get_secret_value() if config.aws_access_key_id else None,
         secret_key=config.aws_secret_access_key.get_secret_value() if config.aws_secret_access_key else None,
         region=config.s3_region,
         azure_account_url=config.azure_storage_account_url,
+        timeout=float(getattr(config, "store_timeout_seconds", None) or DEFAULT_TIMEOUT_S),
     )
+    verify_key = getattr(config, "verify_key", None)
+    trust_unsigned = getattr(config, "trust_unsigned", None)
+    if verify_key or trust_unsigned is not None:
+        store.trust = BundleTrustConfig(verify_key=verify_key or None, trust_unsigned=trust_unsigned)
+    return store

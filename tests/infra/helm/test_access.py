@@ -116,6 +116,7 @@ def test_network_policies(render: Render) -> None:
 
 
 def test_istio_auth_and_rate_limit(render: Render) -> None:
+    """The JWT validation and the rate limit; the AuthorizationPolicies are tests/infra/helm/test_authorization.py."""
     objects = render(ALL_ENABLED)
     selector = {"serving.kserve.io/inferenceservice": "fraud-detector"}
     authn = k8s.one(objects, "RequestAuthentication")
@@ -123,17 +124,19 @@ def test_istio_auth_and_rate_limit(render: Render) -> None:
     (jwt,) = authn["spec"]["jwtRules"]
     assert jwt["issuer"] == "https://login.example.com/"
     assert jwt["audiences"] == ["fraud-detection"]
-    authz = k8s.one(objects, "AuthorizationPolicy")
-    assert authz["spec"]["action"] == "ALLOW"
-    protected, open_rule = authz["spec"]["rules"]
-    assert protected["from"][0]["source"]["requestPrincipals"] == ["*"]
-    assert protected["to"][0]["operation"]["paths"] == ["/v1/models/*", "/v2/models/*"]
-    assert open_rule["to"][0]["operation"]["notPaths"] == ["/v1/models/*", "/v2/models/*"]
-    assert "from" not in open_rule
-    envoy = k8s.one(objects, "EnvoyFilter")
+    assert jwt["forwardOriginalToken"] is False
+    names = {p["metadata"]["name"] for p in k8s.find(objects, "AuthorizationPolicy")}
+    assert names == {"fraud-detection-predictor", "fraud-detection-predictor-deny"}
+    for policy in k8s.find(objects, "AuthorizationPolicy"):
+        assert policy["spec"]["selector"]["matchLabels"] == selector
+    envoy = k8s.one(objects, "EnvoyFilter", "fraud-detection-ratelimit")
     assert envoy["spec"]["workloadSelector"]["labels"] == selector
     bucket = envoy["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["token_bucket"]
     assert bucket == {"max_tokens": 100, "tokens_per_fill": 100, "fill_interval": "1s"}
+    # Off by default: no Istio object at all.
+    default = render()
+    for kind in ("RequestAuthentication", "AuthorizationPolicy", "EnvoyFilter"):
+        assert not k8s.find(default, kind), kind
 
 
 def test_minio_is_development_only(render: Render) -> None:

@@ -53,7 +53,7 @@ def test_validation_catches_unknown_fields(render: Render) -> None:
     for field in ("imagePullPolicyy", "portnumber", "restartpolicy", "'label'"):
         assert field in errors
     # Istio kinds: structure only (their CRDs are not vendored); anything unknown is an error, not a pass.
-    envoy = json.loads(json.dumps(k8s.one(render(ALL_ENABLED), "EnvoyFilter")))
+    envoy = json.loads(json.dumps(k8s.one(render(ALL_ENABLED), "EnvoyFilter", "fraud-detection-ratelimit")))
     envoy["specs"] = envoy.pop("spec")
     assert k8s.validate_object(envoy)
     assert k8s.validate_object({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
@@ -108,6 +108,7 @@ def test_inference_service_defaults(render: Render) -> None:
     assert container["image"] == "ghcr.io/fraud-detection/fraud-detection-serve:0.1.0"
     assert container["args"] == [
         "--model_name", "fraud-detector", "--model_dir", "/mnt/models", "--http_port", "8080", "--grpc_port", "8081",
+        "--no-expose_threshold",
     ]  # fmt: skip
     # Knative allows one port; gRPC is exposed in RawDeployment/Standard mode only.
     assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http1", 8080)]

@@ -21,7 +21,9 @@ TOGGLES: dict[str, tuple[str, set[tuple[str, str]] | None]] = {
             ("NetworkPolicy", "fraud-detection-predictor"),
             ("RequestAuthentication", "fraud-detection-predictor"),
             ("AuthorizationPolicy", "fraud-detection-predictor"),
+            ("AuthorizationPolicy", "fraud-detection-predictor-deny"),
             ("EnvoyFilter", "fraud-detection-ratelimit"),
+            ("EnvoyFilter", "fraud-detection-path-normalization"),
         },
     ),
     "serviceAccount": (
@@ -62,6 +64,8 @@ TOGGLES: dict[str, tuple[str, set[tuple[str, str]] | None]] = {
         {
             ("RequestAuthentication", "fraud-detection-predictor"),
             ("AuthorizationPolicy", "fraud-detection-predictor"),
+            ("AuthorizationPolicy", "fraud-detection-predictor-deny"),
+            ("EnvoyFilter", "fraud-detection-path-normalization"),
         },
     ),
     "istioRateLimit": ("istio.rateLimit.enabled=false", {("EnvoyFilter", "fraud-detection-ratelimit")}),

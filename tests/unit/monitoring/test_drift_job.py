@@ -13,7 +13,8 @@ from fraud_detection.model.registry import ModelRegistry
 from fraud_detection.model.train import score
 from fraud_detection.monitoring.drift_job import DriftJobConfig, run_drift_job
 from fraud_detection.monitoring.labels import ingest_labels, validate_labels
-from fraud_detection.monitoring.payload_log import PayloadLogger, read_payload_log
+from fraud_detection.monitoring.payload_log import PayloadLogger
+from fraud_detection.monitoring.payload_reader import read_payload_log
 from fraud_detection.monitoring.telemetry import drift_registry
 from fraud_detection.store.local import LocalStore
 

@@ -13,7 +13,7 @@ from fraud_detection.monitoring.labels import (
     realised_quality,
     validate_labels,
 )
-from fraud_detection.monitoring.payload_log import hash_identifier
+from fraud_detection.monitoring.payload_columns import hash_identifier
 from fraud_detection.store.local import LocalStore
 
 NOW = datetime(2024, 3, 1, tzinfo=UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -11,13 +12,10 @@ import numpy as np
 import pytest
 
 from fraud_detection.data import schema
-from fraud_detection.monitoring.payload_log import (
-    BASE_COLUMNS,
-    PayloadLogConfig,
-    PayloadLogger,
-    hash_identifier,
-    read_payload_log,
-)
+from fraud_detection.monitoring.payload_columns import BASE_COLUMNS, SKIPPED_ATTR, hash_identifier
+from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger, spool_dir_for
+from fraud_detection.monitoring.payload_reader import read_payload_log
+from fraud_detection.monitoring.spool import encode_record, read_segment, segment_id
 from fraud_detection.store.base import StoreError
 from fraud_detection.store.local import LocalStore
 
@@ -187,3 +185,164 @@ def test_config_is_validated():
         PayloadLogConfig(flush_rows=0)
     with pytest.raises(ValueError, match="max_buffer_rows"):
         PayloadLogConfig(flush_rows=10, max_buffer_rows=5)
+
+
+# -- the local spool ----------------------------------------------------------------------------------------------
+def _spooled(tmp_path: Path, **kwargs) -> PayloadLogConfig:
+    return PayloadLogConfig(spool_dir=tmp_path / "spool", **{"flush_rows": 1000, "flush_seconds": 3600, **kwargs})
+
+
+def _segment_rows(spool_dir: Path) -> int:
+    return sum(r.rows for p in spool_dir.glob("*.seg") for r in read_segment(p).records)
+
+
+def test_logged_rows_reach_the_spool_on_disk_within_the_sync_interval(tmp_path: Path):
+    store = LocalStore(tmp_path / "store")
+    logger = PayloadLogger(store, "m", "v1", _spooled(tmp_path)).start()
+    start = time.perf_counter()
+    assert logger.log(*_rows(3), request_id="a")
+    assert time.perf_counter() - start < 0.05  # the request path only appends in memory
+    _wait(lambda: _segment_rows(tmp_path / "spool") == 3, timeout=0.5)  # synced by the writer, not by log()
+    assert store.list("payload-logs/") == []  # nothing due for the store yet
+    assert logger.flush(timeout=10)
+    assert read_payload_log(store, "m", datetime(2000, 1, 1), datetime(2100, 1, 1))["request_id"].tolist() == ["a"] * 3
+    assert list((tmp_path / "spool").glob("*.seg")) == []  # rows leave the spool once the store has them
+    logger.close()
+
+
+_CRASH = """
+import os, signal, sys, time
+from pathlib import Path
+import numpy as np
+from fraud_detection.data import schema
+from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger
+from fraud_detection.store.local import LocalStore
+
+root = Path(sys.argv[1])
+config = PayloadLogConfig(flush_rows=1000, flush_seconds=3600, spool_dir=root / "spool")
+logger = PayloadLogger(LocalStore(root / "store"), "m", "v1", config).start()
+X = np.full((4, len(schema.FEATURES)), 0.5)
+logger.log(X, np.full(4, 0.9), np.ones(4, dtype=bool), request_id="before-kill")
+while logger.rows_spooled < 4:
+    time.sleep(0.01)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_next_start_uploads_what_a_killed_process_left_and_drops_a_torn_tail(tmp_path: Path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _CRASH, str(tmp_path)], capture_output=True, timeout=120, check=False)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    store = LocalStore(tmp_path / "store")
+    assert store.list("payload-logs/") == []  # SIGKILL: no flush happened
+    (segment,) = (tmp_path / "spool").glob("*.seg")
+    with open(segment, "ab") as fh:  # a record torn mid-write
+        fh.write(encode_record(b"x" * 64, rows=6)[:30])
+    dropped: list[int] = []
+    logger = PayloadLogger(store, "m", "v2", _spooled(tmp_path), on_drop=dropped.append).start()
+    _wait(lambda: logger.rows_written == 4)
+    frame = read_payload_log(store, "m", datetime(2000, 1, 1), datetime(2100, 1, 1))
+    assert frame["request_id"].tolist() == ["before-kill"] * 4
+    assert (frame["model_version"] == "v1").all()  # the rows keep the version that scored them
+    assert logger.torn_records == 1 and sum(dropped) == 6 == logger.rows_dropped
+    assert store.list("payload-logs/m/")[0].endswith(f"/{segment_id(segment)}.parquet")
+    _wait(lambda: not segment.exists())
+    logger.close()
+
+
+class FlakyStore(LocalStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.down = True
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if self.down:
+            raise StoreError(f"cannot write {key}: connection refused")
+        super().write_bytes(key, data)
+
+
+def test_with_a_spool_a_store_outage_keeps_rows_on_disk_instead_of_dropping_them(tmp_path: Path):
+    store = FlakyStore(tmp_path / "store")
+    dropped: list[int] = []
+    config = _spooled(tmp_path, flush_rows=5, flush_seconds=0.3, write_retries=0)
+    logger = PayloadLogger(store, "m", "v1", config, on_drop=dropped.append).start()
+    for i in range(4):
+        assert logger.log(*_rows(5, seed=i), request_id=f"r{i}")
+    _wait(lambda: _segment_rows(tmp_path / "spool") == 20)
+    time.sleep(0.5)
+    assert logger.rows_written == 0 and dropped == [] and _segment_rows(tmp_path / "spool") == 20
+    store.down = False  # retried every flush_seconds
+    _wait(lambda: logger.rows_written == 20)
+    assert len(read_payload_log(store, "m", datetime(2000, 1, 1), datetime(2100, 1, 1))) == 20
+    assert dropped == []
+    logger.close()
+
+
+def test_rows_beyond_the_spool_cap_are_dropped_and_counted(tmp_path: Path):
+    store = FlakyStore(tmp_path / "store")
+    dropped: list[int] = []
+    config = _spooled(tmp_path, spool_max_bytes=20_000, write_retries=0)
+    logger = PayloadLogger(store, "m", "v1", config, on_drop=dropped.append).start()
+    for i in range(12):
+        assert logger.log(*_rows(5, seed=i), request_id=f"r{i}")  # accepted in memory...
+        _wait(lambda i=i: logger.rows_spooled + logger.rows_dropped == 5 * (i + 1))  # one spool record each
+    assert 0 < logger.rows_spooled < 60 and sum(dropped) == logger.rows_dropped == 60 - logger.rows_spooled
+    assert sum(p.stat().st_size for p in (tmp_path / "spool").glob("*.seg")) <= 20_000  # ...but the disk is capped
+    store.down = False
+    logger.close()
+    assert logger.rows_written == logger.rows_spooled
+
+
+def test_a_hanging_store_neither_blocks_logging_nor_the_spool_sync(tmp_path: Path):
+    store = SlowStore(tmp_path / "store")
+    logger = PayloadLogger(store, "m", "v1", _spooled(tmp_path, flush_rows=5)).start()
+    start = time.perf_counter()
+    for i in range(10):
+        assert logger.log(*_rows(5, seed=i), request_id=str(i))
+    assert time.perf_counter() - start < 0.5
+    _wait(lambda: _segment_rows(tmp_path / "spool") == 50, timeout=2)  # the uploader hangs, the writer syncs
+    store.release.set()
+    logger.close()
+    assert logger.rows_written == 50 and list((tmp_path / "spool").glob("*.seg")) == []
+
+
+def test_spool_dir_defaults_apart_per_model_and_store():
+    a = spool_dir_for(None, "m", "s3://bucket/a")
+    assert a is not None and a.parts[:3] == (".fraud", "spool", "m")
+    assert a != spool_dir_for("", "m", "s3://bucket/b")
+    assert spool_dir_for("/var/spool/fraud", "m", "s3://bucket/a") == Path("/var/spool/fraud")
+    assert spool_dir_for("off", "m", "s3://bucket/a") is None
+
+
+# -- reading past damaged objects ------------------------------------------------------------------------------------
+def test_reader_skips_empty_non_parquet_and_foreign_objects_and_names_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    import pandas as pd
+
+    store = LocalStore(tmp_path)
+    logger = PayloadLogger(store, "m", "v1", clock=Clock(DAY))
+    logger.log(*_rows(3), request_id="good")
+    logger.close()
+    day = "payload-logs/m/date=2026-03-01"
+    store.write_bytes(f"{day}/empty.parquet", b"")
+    store.write_bytes(f"{day}/text.parquet", b"this is not parquet")
+    foreign = io.BytesIO()
+    pd.DataFrame({"a": [1, 2]}).to_parquet(foreign)
+    store.write_bytes(f"{day}/foreign.parquet", foreign.getvalue())
+    bad = {f"{day}/{n}.parquet" for n in ("empty", "text", "foreign")}
+    seen: list[tuple[str, str]] = []
+    with caplog.at_level("WARNING", logger="fraud_detection.monitoring.payload_log"):
+        frame = read_payload_log(
+            store, "m", DAY.date(), DAY.date() + timedelta(days=1), on_skip=lambda k, r: seen.append((k, r))
+        )
+    assert frame["request_id"].tolist() == ["good"] * 3
+    assert {k for k, _ in seen} == bad == set(frame.attrs[SKIPPED_ATTR])
+    assert all(key in caplog.text for key in bad)
+    reasons = dict(seen)
+    assert "empty" in reasons[f"{day}/empty.parquet"] and "not Parquet" in reasons[f"{day}/text.parquet"]
+    assert "missing" in reasons[f"{day}/foreign.parquet"]
+    only_bad = read_payload_log(store, "m", DAY.date() + timedelta(days=1), DAY.date() + timedelta(days=2))
+    assert only_bad.empty and only_bad.attrs[SKIPPED_ATTR] == []

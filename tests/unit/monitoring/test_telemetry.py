@@ -109,9 +109,15 @@ def test_every_serving_metric_is_labelled_with_model_name_and_version():
 
 
 def test_every_drift_metric_but_the_run_level_ones_is_labelled_with_model_version():
-    run_level = {"fraud_drift_last_success_timestamp_seconds", "fraud_drift_duration_seconds"}
+    run_level = {
+        "fraud_drift_last_success_timestamp_seconds",
+        "fraud_drift_duration_seconds",
+        "fraud_drift_skipped_objects_total",
+        "fraud_drift_dropped_rows_total",
+    }
+    counters = {"fraud_drift_skipped_objects_total", "fraud_drift_dropped_rows_total"}
     for name, (kind, labels) in _families(_drift_metrics()).items():
-        assert kind == "gauge", name
+        assert kind == ("counter" if name in counters else "gauge"), name
         expected = ("model_name",) if name in run_level else ("model_name", "model_version")
         assert labels[: len(expected)] == expected, name
 

@@ -12,7 +12,9 @@ import pytest
 from fraud_detection.data import schema
 from fraud_detection.features.offline import build_features
 from fraud_detection.monitoring.labels import ingest_labels, validate_labels
-from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger, hash_identifier, read_payload_log
+from fraud_detection.monitoring.payload_columns import hash_identifier
+from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger
+from fraud_detection.monitoring.payload_reader import read_payload_log
 from fraud_detection.monitoring.training_data import transactions_from_log
 from fraud_detection.store.local import LocalStore
 

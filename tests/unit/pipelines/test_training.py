@@ -159,19 +159,27 @@ def test_store_credentials_come_from_a_secret_and_no_secret_value_is_compiled(co
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     with_secret = {name for name, cfg in executors.items() if cfg.get("secretAsEnv")}
     assert with_secret == {"exec-ingest-data", "exec-evaluate-model", "exec-register-model", "exec-deploy-model"}
-    optional = {"exec-ingest-data": {"FRAUD_IDENTIFIER_KEY"}, "exec-deploy-model": {"FRAUD_ONLINE_STORE_PASSWORD"}}
+    optional = {
+        "exec-ingest-data": {"FRAUD_IDENTIFIER_KEY"},
+        "exec-register-model": {"FRAUD_SIGNING_KEY"},
+        "exec-deploy-model": {"FRAUD_ONLINE_STORE_PASSWORD"},
+    }
     for name in with_secret:
         store_secret, *extra = executors[name]["secretAsEnv"]
         assert store_secret["secretName"] == "fraud-s3-credentials"
         assert {m["envVar"] for m in store_secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         assert store_secret["optional"] is True  # AKS: workload identity, no keys in the Secret
-        # The identifier key and the online store password: same Secret, optional, only where they are used.
+        # The identifier key, the signing key and the online store password: same Secret, optional, only where
+        # they are used.
         assert [{m["envVar"] for m in e["keyToEnv"]} for e in extra] == ([optional[name]] if name in optional else [])
         assert all(e["optional"] is True and e["secretName"] == "fraud-s3-credentials" for e in extra)
     for name, cfg in executors.items():
         (config_map,) = cfg["configMapAsEnv"]
         assert config_map["configMapName"] == "fraud-detection-pipeline", name
         assert config_map["optional"] is True
+        # The public verify key comes from the ConfigMap (every task loads bundles); the signing key never does.
+        keys = {m["envVar"] for m in config_map["keyToEnv"]}
+        assert "FRAUD_VERIFY_KEY" in keys and "FRAUD_SIGNING_KEY" not in keys, name
 
 
 def test_the_package_loads_back_as_a_pipeline(compiled):

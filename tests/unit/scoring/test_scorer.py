@@ -350,7 +350,7 @@ def test_tensors_one_per_feature_or_one_matrix_give_the_same_rows(scorers):
         (lambda ts: [Tensor("amount", "FP32", [2, 2], [1, 2, 3, 4]), *ts[1:]], "shape", "'amount': shape \\[2, 2\\]"),
         (lambda ts: [Tensor("amount", "FP32", [3], [1, 2, 3]), *ts[1:]], "shape", "'hour_of_day': 2 rows"),
         (lambda ts: [Tensor("amount", "FP32", [2], [1, 2, 3]), *ts[1:]], "shape", "3 values do not fill"),
-        (lambda ts: [Tensor("amount", "FP32", [2], ["x", "y"]), *ts[1:]], "datatype", "not numeric"),
+        (lambda ts: [Tensor("amount", "FP32", [2], ["x", "y"]), *ts[1:]], "datatype", "not of the tensor's datatype"),
         (lambda ts: [Tensor("amount", "FP32", [2], [-3, 2]), *ts[1:]], "out_of_range", "'amount': negative"),
         (lambda ts: [*ts, Tensor("features", "FP32", [2, F], [0] * 2 * F)], "format", "cannot be combined"),
         (lambda ts: [], "missing_feature", "no inputs"),

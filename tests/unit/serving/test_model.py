@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from fraud_detection.data import schema
 from fraud_detection.features.seed import SEED_COMPLETION
 from fraud_detection.model.bundle import BundleIntegrityError, load_bundle
-from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger, read_payload_log
+from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger
+from fraud_detection.monitoring.payload_reader import read_payload_log
 from fraud_detection.monitoring.telemetry import ServingMetrics
 from fraud_detection.settings import ServeSettings
 from fraud_detection.store.local import LocalStore
@@ -34,15 +35,10 @@ from serving.__main__ import (
     read_settings,
 )
 from serving.__main__ import main as serving_main
+from serving.grpc_server import grpc_error_kind
 from serving.model import FraudModel
-from serving.server import (
-    TolerantDataPlane,
-    _as_json_unless_binary,
-    error_kind,
-    grpc_error_kind,
-    scoring_protocol,
-    validation_error_handler,
-)
+from serving.rest import _as_json_unless_binary, error_kind, scoring_protocol, validation_error_handler
+from serving.server import TolerantDataPlane
 
 F = len(schema.FEATURES)
 SEED = {"amount": 100, "hour_of_day": 14, "avg_monthly_spend": 500, "customer_tenure_days": 365, "num_prev_tx_24h": 5}
@@ -205,7 +201,7 @@ def test_v1_instances_as_objects_or_rows_with_reason_codes(model: FraudModel, ro
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        (b"not json", "not JSON"),
+        (b"not json", "not valid JSON at byte 0"),
         ([1, 2], "must be a JSON object"),
         ({"instances": [], "features": {}}, "exactly one of"),
         ({"inputs": []}, "unknown key 'inputs'"),
