@@ -25,7 +25,8 @@ from fraud_detection.features.service import OnlineFeatures
 from fraud_detection.features.state.uri import open_online_store
 from fraud_detection.model.bundle import MANIFEST_FILE, Bundle, BundleIntegrityError, BundleTrust, load_bundle
 from fraud_detection.model.registry import open_registry
-from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger, spool_dir_for
+from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger
+from fraud_detection.monitoring.spool import spool_dir_for
 from fraud_detection.settings import ServeSettings, settings_from
 from fraud_detection.store.base import ArtifactStore
 from fraud_detection.store.uri import open_configured_store

@@ -32,7 +32,6 @@ naming each; it reports their keys to ``on_skip`` and in the frame's ``attrs["sk
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import logging
 import threading
@@ -44,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from fraud_detection.data import schema
 from fraud_detection.model.bundle import SCORE_COLUMN
@@ -58,7 +56,15 @@ from fraud_detection.monitoring.payload_columns import (
     TRANSACTION_KEY,
     hash_identifier,
 )
-from fraud_detection.monitoring.spool import Record, Spool, SpoolBusyError, read_segment, segment_id
+from fraud_detection.monitoring.spool import (
+    Record,
+    Spool,
+    SpoolBusyError,
+    decode_frame,
+    encode_frame,
+    read_segment,
+    segment_id,
+)
 from fraud_detection.store.base import ArtifactStore
 
 LOG = logging.getLogger(__name__)
@@ -388,7 +394,7 @@ class PayloadLogger:
         if n == 0 or self.spool is None:
             return
         try:
-            payload = _encode_frame(self._frame(entries))
+            payload = encode_frame(self._frame(entries))
         except Exception:
             LOG.exception("payload log: cannot build a frame of %d row(s); dropping them", n)
             self._release(n)
@@ -482,7 +488,7 @@ class PayloadLogger:
         frames = []
         for record in read.records:
             try:
-                frames.append(_decode_frame(record.payload))
+                frames.append(decode_frame(record.payload))
             except Exception:
                 LOG.exception(
                     "payload log: unreadable record in spool segment %s; dropping %d row(s)", path, record.rows
@@ -511,7 +517,7 @@ class PayloadLogger:
             return True
         if dirty or len(failed) < len(parts):
             rest = pd.concat(failed, ignore_index=True)
-            self.spool.replace(path, [Record(len(rest), _encode_frame(rest))])
+            self.spool.replace(path, [Record(len(rest), encode_frame(rest))])
         LOG.warning("payload log: %d row(s) stay in the spool until the store takes them", sum(map(len, failed)))
         return False
 
@@ -612,42 +618,3 @@ class PayloadLogger:
             values = e.identifiers.get(name) if e.identifiers else None
             out.extend(list(values) if values is not None and len(values) == c else [None] * c)
         return out
-
-
-def spool_dir_for(value: str | None, model_name: str, store_uri: str, root: str = ".fraud/spool") -> Path | None:
-    """The spool directory of a server: the configured one, none, or the local default.
-
-    The default, ``<root>/<model>/<12 hex digits of the store URI's sha256>``, keeps the spools of different stores
-    apart, so rows are only ever uploaded to the store they were logged for.
-
-    Args:
-        value: ``--payload_log_spool_dir``: a directory, ``off``/``none`` (no spool), or None/empty (the default).
-        model_name: Served model name.
-        store_uri: The payload log's store.
-        root: Parent of default spools.
-
-    Returns:
-        The directory, or None for no spool.
-    """
-    if value and value.strip().lower() in ("off", "none", "false", "0"):
-        return None
-    if value:
-        return Path(value)
-    if "://" not in store_uri:
-        store_uri = str(Path(store_uri).resolve())
-    return Path(root) / model_name / hashlib.sha256(store_uri.encode()).hexdigest()[:12]
-
-
-def _encode_frame(frame: pd.DataFrame) -> bytes:
-    """A frame as an Arrow IPC stream (a spool record's payload)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
-
-
-def _decode_frame(payload: bytes) -> pd.DataFrame:
-    """The frame of a spool record."""
-    with pa.ipc.open_stream(payload) as reader:
-        return reader.read_all().to_pandas()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import struct
@@ -33,6 +34,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import pandas as pd
+import pyarrow as pa
 
 LOG = logging.getLogger(__name__)
 
@@ -341,3 +345,42 @@ def _sync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def spool_dir_for(value: str | None, model_name: str, store_uri: str, root: str = ".fraud/spool") -> Path | None:
+    """The spool directory of a server: the configured one, none, or the local default.
+
+    The default, ``<root>/<model>/<12 hex digits of the store URI's sha256>``, keeps the spools of different stores
+    apart, so rows are only ever uploaded to the store they were logged for.
+
+    Args:
+        value: ``--payload_log_spool_dir``: a directory, ``off``/``none`` (no spool), or None/empty (the default).
+        model_name: Served model name.
+        store_uri: The payload log's store.
+        root: Parent of default spools.
+
+    Returns:
+        The directory, or None for no spool.
+    """
+    if value and value.strip().lower() in ("off", "none", "false", "0"):
+        return None
+    if value:
+        return Path(value)
+    if "://" not in store_uri:
+        store_uri = str(Path(store_uri).resolve())
+    return Path(root) / model_name / hashlib.sha256(store_uri.encode()).hexdigest()[:12]
+
+
+def encode_frame(frame: pd.DataFrame) -> bytes:
+    """A frame as an Arrow IPC stream (a spool record's payload)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def decode_frame(payload: bytes) -> pd.DataFrame:
+    """The frame of a spool record."""
+    with pa.ipc.open_stream(payload) as reader:
+        return reader.read_all().to_pandas()

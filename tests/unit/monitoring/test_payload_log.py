@@ -13,9 +13,9 @@ import pytest
 
 from fraud_detection.data import schema
 from fraud_detection.monitoring.payload_columns import BASE_COLUMNS, SKIPPED_ATTR, hash_identifier
-from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger, spool_dir_for
+from fraud_detection.monitoring.payload_log import PayloadLogConfig, PayloadLogger
 from fraud_detection.monitoring.payload_reader import read_payload_log
-from fraud_detection.monitoring.spool import encode_record, read_segment, segment_id
+from fraud_detection.monitoring.spool import encode_record, read_segment, segment_id, spool_dir_for
 from fraud_detection.store.base import StoreError
 from fraud_detection.store.local import LocalStore
 
