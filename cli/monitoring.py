@@ -88,9 +88,9 @@ def labels_ingest(
 ) -> None:
     """Store delayed labels for the drift job; with an online store, add them to the terminals' fraud counts too."""
     from cli.common import guarded
-    from fraud_detection.features.state.uri import open_online_store
+    from cli.online import apply_labels
     from fraud_detection.monitoring.labels import ingest_labels, read_label_file
-    from fraud_detection.settings import DriftSettings, OnlineSettings
+    from fraud_detection.settings import DriftSettings
     from fraud_detection.store.uri import open_configured_store
 
     def body() -> None:
@@ -101,20 +101,11 @@ def labels_ingest(
         key = ingest_labels(log_store, labels)
         typer.echo(key)
         _report_unknown_ids(log_store, labels, settings)
-        online_settings = OnlineSettings()
-        uri = online or online_settings.online_store
-        if uri:
-            secret = online_settings.online_store_password
-            state = open_online_store(
-                uri, online_settings.label_delay_days, password=secret.get_secret_value() if secret else None
-            )
-            try:
-                pairs = zip(labels["transaction_id"].astype(str), labels["is_fraud"].astype(int), strict=True)
-                outcome = state.apply_labels(list(pairs))
-            finally:
-                state.close()
+        applied = apply_labels(labels, online, required=False)
+        if applied is not None:
+            outcome, uri = applied
             typer.echo(
-                f"online store {state.uri}: {outcome.applied} applied, {outcome.unchanged} unchanged, "
+                f"online store {uri}: {outcome.applied} applied, {outcome.unchanged} unchanged, "
                 f"{outcome.unknown} unknown transactions"
             )
 

@@ -6,9 +6,14 @@ import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fraud_detection.features.state.base import LabelOutcome
 
 from cli.common import ColumnMapOpt, console, guarded, step
 
@@ -29,15 +34,54 @@ DelayOpt = Annotated[
 ]
 
 
-def _online_uri(online: str | None) -> tuple[str, int, str | None]:
+def _online_uri(online: str | None, *, required: bool = True) -> tuple[str, int, str | None] | None:
+    """The online store of a command: ``--online``, else ``FRAUD_ONLINE_STORE``, with its delay and password.
+
+    Args:
+        online: ``--online``.
+        required: Raise when none is configured (else return None).
+
+    Returns:
+        (URI, label delay, Redis password), or None when none is configured and it is not required.
+
+    Raises:
+        ValueError: None is configured and one is required.
+    """
     from fraud_detection.settings import OnlineSettings
 
     settings = OnlineSettings()
     uri = online or settings.online_store
     if not uri:
+        if not required:
+            return None
         raise ValueError("no online store: give --online redis://host:port/db (or a directory), or FRAUD_ONLINE_STORE")
     password = settings.online_store_password.get_secret_value() if settings.online_store_password else None
     return uri, settings.label_delay_days, password
+
+
+def apply_labels(labels: pd.DataFrame, online: str | None, *, required: bool = True) -> tuple[LabelOutcome, str] | None:
+    """Add a validated label frame to the terminals' fraud counts in the online store.
+
+    Args:
+        labels: ``transaction_id``, ``is_fraud``.
+        online: ``--online`` (else ``FRAUD_ONLINE_STORE``).
+        required: Raise when no store is configured (else do nothing and return None).
+
+    Returns:
+        (what was applied, the store's URI), or None when no store is configured and it is not required.
+    """
+    from fraud_detection.features.state.uri import open_online_store
+
+    target = _online_uri(online, required=required)
+    if target is None:
+        return None
+    uri, delay, password = target
+    store = open_online_store(uri, delay, password=password)
+    try:
+        pairs = zip(labels["transaction_id"].astype(str), labels["is_fraud"].astype(int), strict=True)
+        return store.apply_labels(list(pairs)), store.uri
+    finally:
+        store.close()
 
 
 @app.command("materialize")
@@ -53,7 +97,9 @@ def materialize_cmd(
     from fraud_detection.features.state.uri import open_online_store
 
     def body() -> None:
-        uri, default_delay, password = _online_uri(online)
+        target = _online_uri(online)
+        assert target is not None  # required: a missing store raised
+        uri, default_delay, password = target
         delay = default_delay if label_delay_days is None else label_delay_days
         with step(f"reading {data}"):
             raw = schema.read_transactions(data, schema.parse_column_map(column_map))
@@ -74,19 +120,13 @@ def labels_cmd(
     online: OnlineOpt = None,
 ) -> None:
     """Apply delayed labels (chargebacks) to the terminals' fraud counts in the online state."""
-    from fraud_detection.features.state.uri import open_online_store
     from fraud_detection.monitoring.labels import read_label_file
 
     def body() -> None:
-        uri, delay, password = _online_uri(online)
         labels = read_label_file(file)
-        store = open_online_store(uri, delay, password=password)
-        try:
-            outcome = store.apply_labels(
-                list(zip(labels["transaction_id"].astype(str), labels["is_fraud"].astype(int), strict=True))
-            )
-        finally:
-            store.close()
-        console.print_json(json.dumps(asdict(outcome) | {"online_store": store.uri}))
+        applied = apply_labels(labels, online)
+        assert applied is not None  # required: a missing store raised
+        outcome, uri = applied
+        console.print_json(json.dumps(asdict(outcome) | {"online_store": uri}))
 
     guarded(body)
