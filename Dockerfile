@@ -13,6 +13,10 @@
 #   pipeline: fraud-detection[pipeline]   kfp, kfp-kubernetes, kubernetes, matplotlib
 #   serve:    fraud-detection[serve]      kserve, orjson            (no kfp, Evidently or matplotlib)
 #   drift:    fraud-detection[monitor]    evidently, kfp + kfp-kubernetes (retrain trigger)
+#   (serve and drift also get [appinsights]: OpenTelemetry to Application Insights, used only when configured)
+#
+# PYTHON_IMAGE may name another Debian bookworm image with python/pip on the PATH: `make images-local` builds these
+# targets with podman on one made from Debian's packages by mmdebstrap (tools/images_local.py), no registry needed.
 #
 # All run as uid 1000. Runtime contract: docs/METRICS.md; extras: pyproject.toml.
 

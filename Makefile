@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test test-e2e lint format bench pipeline manifests infra-lint images clean
+.PHONY: install run test test-e2e lint format bench pipeline manifests infra-lint images images-local test-images clean
 
 install:  ## create .venv with the package, dev tools, helm and the Debian tools (idempotent)
 	python3 tools/bootstrap.py
@@ -38,6 +38,12 @@ manifests: install  ## render the kustomize overlays to build/manifests/
 
 images:  ## build the pipeline, serve and drift images (needs a Docker engine)
 	$(PY) tools/build_images.py
+
+images-local: install  ## no Docker, no registry: podman builds on a Debian base (mmdebstrap), then serve + one v2 infer
+	$(PY) tools/images_local.py --install-tools --targets pipeline serve drift
+
+test-images: install  ## the `images` tests (images-local under pytest; installs podman, mmdebstrap, runc)
+	$(PY) -m pytest tests -m images
 
 clean:
 	rm -rf build .fraud .pytest_cache .mypy_cache .ruff_cache

@@ -315,7 +315,7 @@ def in_process(uri: str, traffic: Traffic, label_delay_days: int, calls: int) ->
             t0 = time.perf_counter()
             states = store.score_batch([tx])
             t1 = time.perf_counter()
-            online_feature_matrix([tx], states, label_delay_days)
+            online_feature_matrix([tx], states)
             read.append(t1 - t0)
             derive.append(time.perf_counter() - t1)
     finally:

@@ -71,6 +71,7 @@ def apply_labels(labels: pd.DataFrame, online: str | None, *, required: bool = T
         (what was applied, the store's URI), or None when no store is configured and it is not required.
     """
     from fraud_detection.features.state.uri import open_online_store
+    from fraud_detection.monitoring.label_feed import record_labels
 
     target = _online_uri(online, required=required)
     if target is None:
@@ -78,8 +79,9 @@ def apply_labels(labels: pd.DataFrame, online: str | None, *, required: bool = T
     uri, delay, password = target
     store = open_online_store(uri, delay, password=password)
     try:
-        pairs = zip(labels["transaction_id"].astype(str), labels["is_fraud"].astype(int), strict=True)
-        return store.apply_labels(list(pairs)), store.uri
+        receipt = record_labels(labels, store=None, online=store)
+        assert receipt.online is not None  # an online store was given
+        return receipt.online, store.uri
     finally:
         store.close()
 

@@ -67,7 +67,16 @@ def _guard(fn: Callable[[], None]) -> None:
 
 
 def _build_options(image: str | None, secret_name: str, config_map: str) -> dict[str, Any]:
-    options: dict[str, Any] = {"secret_name": secret_name or None, "config_map_name": config_map or None}
+    """Compile options: the flags, and the heavy steps' node pool (FRAUD_TRAINING_NODE_SELECTOR/_TOLERATION)."""
+    from cli.common import settings_for
+    from pipelines.training import NodePool
+
+    settings = settings_for()
+    options: dict[str, Any] = {
+        "secret_name": secret_name or None,
+        "config_map_name": config_map or None,
+        "node_pool": NodePool.parse(settings.training_node_selector, settings.training_toleration),
+    }
     if image:
         options["image"] = image
     return options

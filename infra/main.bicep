@@ -1,5 +1,5 @@
-// Fraud detection platform on Azure: one resource group per region, one module per concern (Azure Verified
-// Modules layout). Deploy at subscription scope:
+// Fraud detection platform on Azure, in one region (zone-redundant where the region has zones): one resource
+// group, one module per concern (Azure Verified Modules layout). Deploy at subscription scope:
 //   az deployment sub create --location <region> --template-file infra/main.bicep \
 //     --parameters infra/params/dev.bicepparam
 // No output carries a secret: only names, IDs, endpoints and client IDs.
@@ -21,23 +21,12 @@ param environmentName string
 @minLength(3)
 param location string = deployment().location
 
-@description('Deploy a second region (AKS, API Management, VNet peering) behind Azure Front Door for failover.')
-param enableSecondaryRegion bool = false
-
-@description('Secondary Azure region (used only when enableSecondaryRegion is true).')
-@minLength(3)
-param secondaryLocation string = 'northeurope'
-
 @description('Tags applied to every resource.')
 param tags object = {}
 
 @description('Address space of the primary VNet.')
 @minLength(9)
 param vnetAddressPrefix string = '10.20.0.0/16'
-
-@description('Address space of the secondary VNet (must not overlap the primary one).')
-@minLength(9)
-param secondaryVnetAddressPrefix string = '10.21.0.0/16'
 
 @description('Kubernetes version; empty picks the region\'s default version.')
 param kubernetesVersion string = ''
@@ -251,10 +240,11 @@ param pipelineServiceAccountName string = 'fraud-pipeline-runner'
 @maxLength(140)
 param githubRepository string = ''
 
-@description('GitHub environments of that repository the CI identity trusts.')
+@description('GitHub environments of that repository the CI identity trusts (retrain, deploy, the image copy to ACR).')
 param githubEnvironments array = [
   'training'
   'production'
+  'images'
 ]
 
 var suffix = uniqueString(subscription().id, baseName, environmentName)
@@ -263,7 +253,6 @@ var allTags = union(tags, {
   environment: environmentName
 })
 var primaryName = '${baseName}-${environmentName}-${location}'
-var secondaryName = '${baseName}-${environmentName}-${secondaryLocation}'
 var storageAccountName = take(toLower('st${baseName}${environmentName}${suffix}'), 24)
 var keyVaultName = take(toLower('kv${baseName}${environmentName}${suffix}'), 24)
 var registryName = take(toLower('acr${baseName}${environmentName}${suffix}'), 50)
@@ -276,12 +265,6 @@ resource primaryGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   tags: allTags
 }
 
-resource secondaryGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = if (enableSecondaryRegion) {
-  name: 'rg-${secondaryName}'
-  location: secondaryLocation
-  tags: allTags
-}
-
 module network 'modules/network.bicep' = {
   name: 'network-primary'
   scope: primaryGroup
@@ -290,39 +273,7 @@ module network 'modules/network.bicep' = {
     location: location
     tags: allTags
     addressPrefix: vnetAddressPrefix
-    apimInboundSourceTag: enableSecondaryRegion ? 'AzureFrontDoor.Backend' : 'Internet'
-  }
-}
-
-module secondaryNetwork 'modules/network.bicep' = if (enableSecondaryRegion) {
-  name: 'network-secondary'
-  scope: secondaryGroup
-  params: {
-    name: 'vnet-${secondaryName}'
-    location: secondaryLocation
-    tags: allTags
-    addressPrefix: secondaryVnetAddressPrefix
-    apimInboundSourceTag: 'AzureFrontDoor.Backend'
-  }
-}
-
-module peeringToSecondary 'modules/vnet-peering.bicep' = if (enableSecondaryRegion) {
-  name: 'peering-to-secondary'
-  scope: primaryGroup
-  params: {
-    localVnetName: network.outputs.vnetName
-    remoteVnetId: secondaryNetwork!.outputs.vnetId
-    peeringName: 'to-${secondaryLocation}'
-  }
-}
-
-module peeringToPrimary 'modules/vnet-peering.bicep' = if (enableSecondaryRegion) {
-  name: 'peering-to-primary'
-  scope: secondaryGroup
-  params: {
-    localVnetName: secondaryNetwork!.outputs.vnetName
-    remoteVnetId: network.outputs.vnetId
-    peeringName: 'to-${location}'
+    apimInboundSourceTag: 'Internet'
   }
 }
 
@@ -331,7 +282,9 @@ module privateDns 'modules/private-dns.bicep' = {
   scope: primaryGroup
   params: {
     tags: allTags
-    vnetIds: concat([network.outputs.vnetId], enableSecondaryRegion ? [secondaryNetwork!.outputs.vnetId] : [])
+    vnetIds: [
+      network.outputs.vnetId
+    ]
   }
 }
 
@@ -449,36 +402,6 @@ module aks 'modules/aks.bicep' = {
   }
 }
 
-// The secondary cluster only serves (no training pool); it reads models through the VNet peering.
-module secondaryAks 'modules/aks.bicep' = if (enableSecondaryRegion) {
-  name: 'aks-secondary'
-  scope: secondaryGroup
-  params: {
-    name: 'aks-${secondaryName}'
-    location: secondaryLocation
-    tags: allTags
-    kubernetesVersion: kubernetesVersion
-    skuTier: aksSkuTier
-    nodeSubnetId: secondaryNetwork!.outputs.nodeSubnetId
-    availabilityZones: availabilityZones
-    authorizedIpRanges: apiServerAuthorizedIpRanges
-    adminGroupObjectIds: adminGroupObjectIds
-    systemPoolVmSize: systemPoolVmSize
-    systemPoolMinCount: systemPoolMinCount
-    systemPoolMaxCount: systemPoolMaxCount
-    osDiskSizeGb: osDiskSizeGb
-    enableServingPool: enableServingPool
-    servingPoolVmSize: servingPoolVmSize
-    servingPoolMinCount: servingPoolMinCount
-    servingPoolMaxCount: servingPoolMaxCount
-    enableTrainingPool: false
-    logAnalyticsWorkspaceId: logAnalytics.outputs.id
-    containerInsightsRuleId: logAnalytics.outputs.containerInsightsRuleId
-    prometheusRuleId: prometheus.outputs.collectionRuleId
-    prometheusEndpointId: prometheus.outputs.collectionEndpointId
-  }
-}
-
 module identity 'modules/identity.bicep' = {
   name: 'identity'
   scope: primaryGroup
@@ -486,7 +409,9 @@ module identity 'modules/identity.bicep' = {
     namePrefix: 'id-${baseName}-${environmentName}'
     location: location
     tags: allTags
-    oidcIssuerUrls: concat([aks.outputs.oidcIssuerUrl], enableSecondaryRegion ? [secondaryAks!.outputs.oidcIssuerUrl] : [])
+    oidcIssuerUrls: [
+      aks.outputs.oidcIssuerUrl
+    ]
     appNamespace: appNamespace
     servingServiceAccountName: servingServiceAccountName
     driftServiceAccountName: driftServiceAccountName
@@ -531,7 +456,9 @@ module acr 'modules/acr.bicep' = {
     tags: allTags
     registrySku: acrSku
     registryPublicNetworkAccess: acrPublicNetworkAccess
-    pullPrincipalIds: concat([aks.outputs.kubeletObjectId], enableSecondaryRegion ? [secondaryAks!.outputs.kubeletObjectId] : [])
+    pullPrincipalIds: [
+      aks.outputs.kubeletObjectId
+    ]
     pushPrincipalIds: empty(githubRepository) ? [] : [identity.outputs.ciPrincipalId]
     privateEndpointSubnetId: isPremiumRegistry ? network.outputs.privateEndpointSubnetId : ''
     privateDnsZoneId: privateDns.outputs.registryZoneId
@@ -561,49 +488,32 @@ module apim 'modules/apim.bicep' = {
   }
 }
 
-module secondaryApim 'modules/apim.bicep' = if (enableSecondaryRegion) {
-  name: 'apim-secondary'
-  scope: secondaryGroup
-  params: {
-    name: 'apim-${secondaryName}-${take(suffix, 6)}'
-    location: secondaryLocation
-    tags: allTags
-    skuName: apimSku
-    capacity: apimCapacity
-    availabilityZones: apimSku == 'Premium' ? availabilityZones : []
-    publisherEmail: apimPublisherEmail
-    publisherName: apimPublisherName
-    subnetId: secondaryNetwork!.outputs.apimSubnetId
-    backendUrl: inferenceBackendUrl
-    backendHostName: inferenceHostName
-    modelName: modelName
-    rateLimitCalls: apimRateLimitCalls
-    rateLimitPeriodSeconds: apimRateLimitPeriodSeconds
-    jwtAudience: apimJwtAudience
-    logAnalyticsWorkspaceId: logAnalytics.outputs.id
-  }
-}
-
-module frontDoor 'modules/frontdoor.bicep' = if (enableSecondaryRegion) {
-  name: 'frontdoor'
+// Application Insights: OpenTelemetry traces of the model server and the drift job (off in the chart unless
+// appInsights.enabled). The connection string goes to Key Vault only; serving and drift may read that one secret.
+module appInsights 'modules/appinsights.bicep' = {
+  name: 'appinsights'
   scope: primaryGroup
   params: {
-    name: 'afd-${baseName}-${environmentName}-${take(suffix, 6)}'
+    name: 'appi-${primaryName}'
+    location: location
     tags: allTags
-    originHostNames: concat([apim.outputs.gatewayHostName], [secondaryApim!.outputs.gatewayHostName])
+    logAnalyticsWorkspaceId: logAnalytics.outputs.id
+    retentionInDays: logRetentionDays
+    keyVaultName: keyVault.outputs.name
+    secretReaderPrincipalIds: [
+      identity.outputs.servingPrincipalId
+      identity.outputs.driftPrincipalId
+    ]
   }
 }
 
-@description('Resource group of the primary region.')
+@description('Resource group of the deployment.')
 output resourceGroupName string = primaryGroup.name
 
-@description('Name of the primary AKS cluster (az aks get-credentials --name).')
+@description('Name of the AKS cluster (az aks get-credentials --name).')
 output aksClusterName string = aks.outputs.name
 
-@description('Name of the secondary AKS cluster; empty without a secondary region.')
-output secondaryAksClusterName string = enableSecondaryRegion ? secondaryAks!.outputs.name : ''
-
-@description('OIDC issuer of the primary cluster.')
+@description('OIDC issuer of the cluster.')
 output aksOidcIssuerUrl string = aks.outputs.oidcIssuerUrl
 
 @description('Registry login server for image references in values-aks.yaml.')
@@ -617,6 +527,12 @@ output storageBlobEndpoint string = storage.outputs.blobEndpoint
 
 @description('Key Vault URI (for the Secrets Store CSI driver SecretProviderClass).')
 output vaultUri string = keyVault.outputs.uri
+
+@description('Entra ID tenant of the vault (the SecretProviderClass tenantId).')
+output tenantId string = tenant().tenantId
+
+@description('Key Vault entry (name only) holding the Application Insights connection string.')
+output appInsightsVaultEntry string = appInsights.outputs.vaultEntryName
 
 @description('Host name of the Azure Cache for Redis (values-aks.yaml onlineStore.url: rediss://<host>:6380/0).')
 output redisHostName string = redis.outputs.hostName
@@ -633,7 +549,7 @@ output pipelineClientId string = identity.outputs.pipelineClientId
 @description('Client ID for the rollout service account annotation.')
 output rolloutClientId string = identity.outputs.rolloutClientId
 
-@description('Client ID of the CI identity (GitHub variable AZURE_CLIENT_ID of retrain-and-deploy); empty without one.')
+@description('Client ID of the CI identity (GitHub variable AZURE_CLIENT_ID of deploy, images, retrain-and-deploy); empty without one.')
 output ciClientId string = identity.outputs.ciClientId
 
 @description('Managed Prometheus query endpoint (rollout analysis, Grafana).')
@@ -642,8 +558,8 @@ output prometheusQueryEndpoint string = prometheus.outputs.queryEndpoint
 @description('Grafana URL.')
 output grafanaEndpoint string = grafana.outputs.endpoint
 
-@description('API Management gateway URL of the primary region.')
+@description('API Management gateway URL (the public scoring endpoint).')
 output apimGatewayUrl string = apim.outputs.gatewayUrl
 
-@description('Public scoring host: Front Door with a secondary region, else the primary API Management gateway.')
-output scoringHostName string = enableSecondaryRegion ? frontDoor!.outputs.endpointHostName : apim.outputs.gatewayHostName
+@description('Public scoring host: the API Management gateway.')
+output scoringHostName string = apim.outputs.gatewayHostName

@@ -41,7 +41,7 @@ class Secret(Protocol):
 
 
 class KubeflowConfig(Protocol):
-    """Where Kubeflow Pipelines is: the caller's settings (``PipelineSettings``, ``DriftSettings``)."""
+    """Where Kubeflow Pipelines is and where its heavy steps run: the caller's settings (``DriftSettings``, ...)."""
 
     @property
     def kfp_endpoint(self) -> str | None: ...  # noqa: D102
@@ -51,6 +51,12 @@ class KubeflowConfig(Protocol):
 
     @property
     def kfp_token(self) -> Secret | None: ...  # noqa: D102
+
+    @property
+    def training_node_selector(self) -> str | None: ...  # noqa: D102
+
+    @property
+    def training_toleration(self) -> str | None: ...  # noqa: D102
 
 
 def make_client(endpoint: str | None, *, token: str | None = None, namespace: str | None = None) -> Any:
@@ -333,8 +339,8 @@ def submit_training_run(settings: KubeflowConfig, *, run_name: str, data_source:
     """Compile the training pipeline and start one run on the configured Kubeflow (the drift job's retrain trigger).
 
     Args:
-        settings: The caller's settings with ``kfp_endpoint`` (and optional token, namespace), e.g.
-            :class:`fraud_detection.settings.DriftSettings`.
+        settings: The caller's settings with ``kfp_endpoint`` (and optional token, namespace, node pool of the heavy
+            steps), e.g. :class:`fraud_detection.settings.DriftSettings`.
         run_name: Display name prefix of the run (a UTC timestamp is appended).
         data_source: What the run trains on (``payload-log``, a path or ``s3://`` URI); never simulated data.
         reason: Why the run is started (logged).
@@ -345,12 +351,13 @@ def submit_training_run(settings: KubeflowConfig, *, run_name: str, data_source:
     import tempfile
     from datetime import UTC, datetime
 
-    from pipelines.training import compile_pipeline
+    from pipelines.training import NodePool, compile_pipeline
 
     client = make_configured_client(settings)
+    node_pool = NodePool.parse(settings.training_node_selector, settings.training_toleration)
     LOG.info("starting a training run: %s", reason or "requested")
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "fraud-training.yaml")
+        package = compile_pipeline(Path(tmp) / "fraud-training.yaml", node_pool=node_pool)
         return submit(
             client,
             package,

@@ -6,8 +6,9 @@ Nothing is built at import: :func:`build_pipeline` assembles the DAG for one ima
 
 import logging
 from collections import namedtuple
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 from components import PIPELINE_IMAGE
 from fraud_detection.data.splits import TRAINING_SPLIT
@@ -53,15 +54,77 @@ STORE_TASKS = ("ingest-data", "evaluate-model", "register-model", "deploy-model"
 CACHED_TASKS = ("ingest-data", "validate-data", "build-features")
 #: Tasks that run only when the candidate passes the promotion gate.
 GATED_TASKS = ("register-model", "deploy-model")
+#: Tasks that run on a dedicated (e.g. spot) node pool when one is configured (:class:`NodePool`): the data, feature,
+#: training and evaluation steps, which hold the CPU and memory and can be retried. Register and deploy stay on the
+#: regular nodes: an eviction there could leave a half-published version or a half-applied canary.
+POOL_TASKS = ("ingest-data", "validate-data", "build-features", "train-model", "evaluate-model")
 #: Pod resources of every task: at the default data size (1.8 M transactions) the largest step peaks at about
 #: 2 GiB resident (docs/PERFORMANCE.md); the limit leaves room for larger windows.
 CPU_REQUEST, MEMORY_REQUEST, MEMORY_LIMIT = "1", "4G", "8G"
+
+
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+@dataclass(frozen=True)
+class NodePool:
+    """A node pool the heavy tasks (:data:`POOL_TASKS`) run on: the node label they select, the taint they tolerate.
+
+    Attributes:
+        label_key: Node label key of the pool, e.g. ``fraud-detection/pool`` (the AKS training pool, infra/).
+        label_value: Its value, e.g. ``training``.
+        taint_key: Key of the pool's taint, e.g. ``kubernetes.azure.com/scalesetpriority`` (AKS spot nodes); None
+            for an untainted pool.
+        taint_value: Value of the taint (toleration operator ``Equal``), e.g. ``spot``; None tolerates any value
+            (operator ``Exists``).
+        taint_effect: Effect of the taint; None tolerates every effect.
+    """
+
+    label_key: str
+    label_value: str
+    taint_key: str | None = None
+    taint_value: str | None = None
+    taint_effect: TaintEffect | None = None
+
+    @classmethod
+    def parse(cls, selector: str | None, toleration: str | None = None) -> "NodePool | None":
+        """The pool of ``FRAUD_TRAINING_NODE_SELECTOR`` and ``FRAUD_TRAINING_TOLERATION``, or None when unset.
+
+        Args:
+            selector: ``key=value`` node label, e.g. ``fraud-detection/pool=training``; empty or None: no pool.
+            toleration: ``key[=value][:Effect]``, e.g. ``kubernetes.azure.com/scalesetpriority=spot:NoSchedule``;
+                empty or None: no toleration.
+
+        Returns:
+            The pool, or None (the tasks then run on any node).
+
+        Raises:
+            ValueError: A malformed selector or toleration, or a toleration without a selector.
+        """
+        if not selector:
+            if toleration:
+                raise ValueError("FRAUD_TRAINING_TOLERATION needs FRAUD_TRAINING_NODE_SELECTOR (the pool to run on)")
+            return None
+        key, sep, value = selector.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"FRAUD_TRAINING_NODE_SELECTOR {selector!r}: expected key=value")
+        if not toleration:
+            return cls(key, value)
+        taint, _, effect = toleration.partition(":")
+        taint_key, _, taint_value = taint.partition("=")
+        if not taint_key or effect not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise ValueError(
+                f"FRAUD_TRAINING_TOLERATION {toleration!r}: expected key[=value][:Effect], Effect one of NoSchedule, "
+                "PreferNoSchedule, NoExecute"
+            )
+        return cls(key, value, taint_key, taint_value or None, cast(TaintEffect, effect) if effect else None)
 
 
 def build_pipeline(
     image: str = PIPELINE_IMAGE,
     secret_name: str | None = SECRET_NAME,
     config_map_name: str | None = CONFIG_MAP_NAME,
+    node_pool: NodePool | None = None,
 ) -> Any:
     """Assemble the ``fraud-training`` pipeline.
 
@@ -70,6 +133,8 @@ def build_pipeline(
         secret_name: Kubernetes Secret holding ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, exposed to the tasks
             that use the store; None when the cluster grants store access otherwise (e.g. workload identity).
         config_map_name: ConfigMap with the ``FRAUD_*`` settings (optional at run time); None to not read one.
+        node_pool: Node pool of the :data:`POOL_TASKS` (their node selector and toleration, e.g. the AKS spot
+            training pool); None: every task runs wherever Kubernetes schedules it.
 
     Returns:
         The pipeline (a kfp ``GraphComponent``): compile it, or call it under ``kfp.local``.
@@ -98,6 +163,16 @@ def build_pipeline(
             kubernetes.use_secret_as_env(task, secret_name, SECRET_KEYS, optional=True)
         if secret_name and task.name in OPTIONAL_SECRET_KEYS:
             kubernetes.use_secret_as_env(task, secret_name, OPTIONAL_SECRET_KEYS[task.name], optional=True)
+        if node_pool and task.name in POOL_TASKS:
+            kubernetes.add_node_selector(task, node_pool.label_key, node_pool.label_value)
+            if node_pool.taint_key:
+                kubernetes.add_toleration(
+                    task,
+                    key=node_pool.taint_key,
+                    operator="Equal" if node_pool.taint_value else "Exists",
+                    value=node_pool.taint_value,
+                    effect=node_pool.taint_effect,
+                )
         return task
 
     @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)
@@ -266,7 +341,8 @@ def compile_pipeline(output: Path, **options: Any) -> Path:
 
     Args:
         output: Destination ``.yaml``; parent directories are created.
-        **options: Passed to :func:`build_pipeline` (``image``, ``secret_name``, ``config_map_name``).
+        **options: Passed to :func:`build_pipeline` (``image``, ``secret_name``, ``config_map_name``,
+            ``node_pool``).
 
     Returns:
         The written path.

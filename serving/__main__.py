@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -30,6 +31,10 @@ from fraud_detection.monitoring.spool import spool_dir_for
 from fraud_detection.settings import ServeSettings, settings_from
 from fraud_detection.store.base import ArtifactStore
 from fraud_detection.store.uri import open_configured_store
+
+if TYPE_CHECKING:
+    from serving.labels import LabelEndpoint
+    from serving.model import FraudModel
 
 LOG = logging.getLogger("serving")
 
@@ -359,6 +364,26 @@ def make_payload_logger_factory(
     return factory
 
 
+def make_label_endpoint(model: FraudModel, args: argparse.Namespace, settings: ServeSettings) -> LabelEndpoint:
+    """The label feed: labels go beside the payload log and into the online store.
+
+    Stored only when a store is given (``--payload_log_uri``, else ``--store_uri``), as the payload log's ``auto``.
+
+    Args:
+        model: The served model.
+        args: Parsed flags.
+        settings: The server's settings (store credentials).
+
+    Returns:
+        The endpoint (it answers 400 when the server has neither store).
+    """
+    from serving.labels import LabelEndpoint
+
+    uri = args.payload_log_uri or args.store_uri
+    store = LazyStore(lambda: open_configured_store(settings, uri), uri) if uri else None
+    return LabelEndpoint(model, store)
+
+
 def make_online_factory(args: argparse.Namespace, settings: ServeSettings) -> Callable[[int], OnlineFeatures] | None:
     """The online features raw transactions are scored with, or None without ``--online_store``.
 
@@ -416,6 +441,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.s3_endpoint:
         settings = settings.model_copy(update={"s3_endpoint": args.s3_endpoint})
+    try:  # Application Insights (off unless APPLICATIONINSIGHTS_CONNECTION_STRING is set): before the servers exist
+        import kserve.model_server
+
+        from serving.telemetry import setup_app_insights
+
+        setup_app_insights(env, kserve.model_server.app)
+    except ValueError as exc:
+        LOG.error("%s", exc)
+        return 2
     try:
         loader = make_loader(args, settings)
     except SystemExit as exc:
@@ -443,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = FraudModelServer(
             model,
+            labels=make_label_endpoint(model, args, settings),
             host=args.host,
             http_port=args.http_port,
             grpc_port=args.grpc_port,

@@ -27,6 +27,7 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest, InferenceRespon
 from pydantic import ValidationError
 
 from fraud_detection.scoring.results import InputError
+from serving.labels import LabelEndpoint
 from serving.model import FraudModel
 from serving.strict import check_v2_body, parse_json, split_binary_body
 
@@ -444,15 +445,22 @@ class FraudRESTServer(RESTServer):
         *args: ``RESTServer`` arguments.
         enable_model_repository: Keep ``/v2/repository/models/<name>/load|unload``.
         max_rows: Largest batch, checked before decoding.
+        labels: The label feed (``POST /v2/models/<name>/labels``), or None for none.
         **kwargs: ``RESTServer`` keyword arguments.
     """
 
     def __init__(
-        self, *args: Any, enable_model_repository: bool = False, max_rows: int | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        enable_model_repository: bool = False,
+        max_rows: int | None = None,
+        labels: LabelEndpoint | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.enable_model_repository = enable_model_repository
         self.scoring = ScoringEndpoints(self.dataplane, max_rows)
+        self.labels = labels
 
     def _register_endpoints(self, app: Any) -> None:
         router = APIRouter()
@@ -460,6 +468,8 @@ class FraudRESTServer(RESTServer):
             "/v2/models/{model_name}/infer", self.scoring.v2_infer, methods=["POST"], response_model=None
         )
         router.add_api_route("/v1/models/{model_name}:predict", self.scoring.v1_predict, methods=["POST"])
+        if self.labels is not None:
+            router.add_api_route("/v2/models/{model_name}/labels", self.labels.post, methods=["POST"])
         if not self.enable_model_repository:
             for action in ("load", "unload"):
                 router.add_api_route(

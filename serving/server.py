@@ -33,6 +33,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.utils.inference_client_factory import InferenceClientFactory
 
 from serving.grpc_server import BoundGRPCServer
+from serving.labels import LabelEndpoint
 from serving.model import FraudModel
 from serving.rest import _DOCS_PATHS, DEFAULT_MAX_BODY_BYTES, FraudRESTServer, ScoringHTTPMiddleware
 
@@ -94,6 +95,7 @@ class FraudModelServer(kserve.ModelServer):
         host: Bind address for REST and gRPC.
         max_body_bytes: Largest request body (413 above).
         enable_model_repository: Serve KServe's model repository extension (load/unload over REST and gRPC).
+        labels: The label feed (``POST /v2/models/<name>/labels``), or None.
         **kwargs: Passed to ``kserve.ModelServer`` (ports, gRPC switch, threads, ...).
     """
 
@@ -104,9 +106,11 @@ class FraudModelServer(kserve.ModelServer):
         host: str,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         enable_model_repository: bool = False,
+        labels: LabelEndpoint | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.labels = labels
         if self.workers != 1:
             raise ValueError("--workers must be 1: scale with replicas (metrics and the payload log are per process)")
         self.model = model
@@ -177,6 +181,7 @@ class FraudModelServer(kserve.ModelServer):
             ssl_keyfile=self.ssl_keyfile,
             enable_model_repository=self.enable_model_repository,
             max_rows=self.model.max_batch_size,
+            labels=self.labels,
         )
         self._rest_server.config.host = self.host
         self.install(kserve.model_server.app)

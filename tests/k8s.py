@@ -5,7 +5,7 @@ Validation has three layers, chosen per object:
 * core kinds (Deployment, CronJob, NetworkPolicy, RBAC, ...) go through ``kubernetes_validate`` with the strict
   Kubernetes 1.30 schemas, which reject unknown fields;
 * custom resources with a CRD under ``tests/schemas/`` (KServe InferenceService, Prometheus Operator PodMonitor,
-  ServiceMonitor, PrometheusRule) are validated with ``jsonschema`` against the CRD's ``openAPIV3Schema``,
+  ServiceMonitor, PrometheusRule, the CSI driver's SecretProviderClass) are validated with ``jsonschema`` against the CRD's ``openAPIV3Schema``,
   closed with ``additionalProperties: false`` wherever the schema lists ``properties`` (CRD schemas leave that
   open, and the API server would silently prune an unknown field); their ``metadata`` is checked against the
   strict ObjectMeta schema;
@@ -51,6 +51,7 @@ CRD_FILES = {
         "prometheus-operator_monitoring.coreos.com_servicemonitors.yaml",
         "prometheus-operator_monitoring.coreos.com_prometheusrules.yaml",
     ],
+    "secrets-store.csi.x-k8s.io": ["secrets-store-csi-driver_secretproviderclasses.yaml"],
 }
 # Azure Monitor managed Prometheus ships the Prometheus Operator CRDs under another group, unchanged otherwise.
 CRD_GROUP_ALIASES = {"azmonitoring.coreos.com": "monitoring.coreos.com"}
@@ -396,7 +397,8 @@ def pod_templates(objects: Sequence[dict[str, Any]]) -> Iterator[PodTemplate]:
                 spec = obj["spec"].get(component)
                 if spec is not None:
                     mode = (obj["metadata"].get("annotations") or {}).get("serving.kserve.io/deploymentMode")
-                    yield PodTemplate(f"{describe(obj)}:{component}", spec, mode != "Serverless")
+                    # Knative mode (legacy name Serverless) takes no pod-level securityContext by default.
+                    yield PodTemplate(f"{describe(obj)}:{component}", spec, mode not in ("Knative", "Serverless"))
 
 
 def find(objects: Sequence[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:

@@ -120,7 +120,7 @@ resource publicIp 'Microsoft.Network/publicIPAddresses@2024-05-01' = {
 }
 
 resource service 'Microsoft.ApiManagement/service@2024-05-01' = {
-  // checkov:skip=CKV_AZURE_174: API Management is the internet-facing gateway of the scoring API (External VNet mode requires public access); callers are gated by subscription keys or Entra tokens, the rate limit and, with two regions, Front Door's WAF and an NSG that admits only Front Door.
+  // checkov:skip=CKV_AZURE_174: API Management is the internet-facing gateway of the scoring API (External VNet mode requires public access); callers are gated by subscription keys or Entra tokens and the per-subscription rate limit.
   // checkov:skip=CKV_AZURE_173: false positive: the check treats the string 'False' as enabled; customProperties below disable SSL 3.0, TLS 1.0 and TLS 1.1 on both client and backend sides.
   name: name
   location: location
@@ -234,5 +234,5 @@ output id string = service.id
 @description('Gateway URL; the scoring route is <gatewayUrl>/fraud/v2/models/<model>/infer.')
 output gatewayUrl string = service.properties.gatewayUrl
 
-@description('Gateway host name (Front Door origin).')
+@description('Gateway host name (the public scoring host).')
 output gatewayHostName string = replace(service.properties.gatewayUrl, 'https://', '')

@@ -4,8 +4,8 @@
 //   drift   : read models (reference sample) and payload logs
 //   pipeline: write models, read payload logs, read vault secrets (KFP runner credentials)
 //   rollout : query managed Prometheus (canary analysis)
-// Optionally a CI identity federated with GitHub Actions environments (retrain-and-deploy workflow) that may get
-// cluster credentials, deploy into namespaces of the primary cluster, query managed Prometheus and push images.
+// Optionally a CI identity federated with GitHub Actions environments (deploy, images and retrain-and-deploy workflows)
+// that may get cluster credentials, deploy into namespaces of the cluster, query managed Prometheus and push images.
 
 @description('Prefix of the identity names.')
 @minLength(3)
@@ -86,9 +86,10 @@ param githubRepository string = ''
 param githubEnvironments array = [
   'training'
   'production'
+  'images'
 ]
 
-@description('Name of the primary AKS cluster (same resource group) the CI identity may deploy to.')
+@description('Name of the AKS cluster (same resource group) the CI identity may deploy to.')
 @minLength(3)
 @maxLength(63)
 param aksClusterName string
@@ -357,6 +358,12 @@ output servingClientId string = servingIdentity.properties.clientId
 
 @description('Client ID of the drift identity.')
 output driftClientId string = driftIdentity.properties.clientId
+
+@description('Principal (object) ID of the serving identity (role assignments on single secrets).')
+output servingPrincipalId string = servingIdentity.properties.principalId
+
+@description('Principal (object) ID of the drift identity.')
+output driftPrincipalId string = driftIdentity.properties.principalId
 
 @description('Client ID of the pipeline identity.')
 output pipelineClientId string = pipelineIdentity.properties.clientId

@@ -16,7 +16,7 @@ param tags object = {}
 @description('Address space of the virtual network (a /16 leaves room for every subnet below).')
 param addressPrefix string = '10.20.0.0/16'
 
-@description('Service tag allowed to reach the API Management gateway on 443: Internet, or AzureFrontDoor.Backend when Front Door fronts it.')
+@description('Service tag allowed to reach the API Management gateway on 443: Internet (main.bicep), or AzureFrontDoor.Backend behind a Front Door of your own.')
 @allowed([
   'Internet'
   'AzureFrontDoor.Backend'

@@ -9,7 +9,6 @@ using '../main.bicep'
 param baseName = 'fraud'
 param environmentName = 'dev'
 param location = 'westeurope'
-param enableSecondaryRegion = false
 param tags = {
   costCenter: 'fraud-platform-dev'
 }

@@ -1,5 +1,6 @@
-// Prod: zone-redundant, SLA tiers, geo-redundant storage, private Premium ACR, Premium API Management, a
-// dedicated serving pool sized for the InferenceService's 2-10 replicas, and the secondary region behind Front Door.
+// Prod: one region, zone-redundant (AKS pools, ACR, API Management across three zones), SLA tiers, RA-GZRS storage
+// (readable in the paired region, the basis of docs/RUNBOOK.md's disaster recovery), private Premium ACR, Premium
+// API Management and a dedicated serving pool sized for the InferenceService's 2-10 replicas.
 // Environment variables read at build time:
 //   AKS_AUTHORIZED_IP_RANGES  comma-separated CIDRs allowed to reach the API server (required)
 //   APIM_PUBLISHER_EMAIL      publisher email of API Management (required)
@@ -12,8 +13,6 @@ using '../main.bicep'
 param baseName = 'fraud'
 param environmentName = 'prod'
 param location = 'westeurope'
-param enableSecondaryRegion = true
-param secondaryLocation = 'northeurope'
 param tags = {
   costCenter: 'fraud-platform'
   criticality: 'high'

@@ -61,13 +61,23 @@ class StoreSettings(BaseSettings):
 
 
 class KubeflowSettings(BaseSettings):
-    """The Kubeflow Pipelines endpoint (mixed into the processes that start training runs)."""
+    """The Kubeflow Pipelines endpoint and the pipeline's node pool (mixed into the processes that start runs)."""
 
     model_config = SettingsConfigDict(env_prefix="FRAUD_", extra="ignore", protected_namespaces=())
 
     kfp_endpoint: str | None = None
     kfp_namespace: str | None = None
     kfp_token: SecretStr | None = None
+    training_node_selector: str | None = Field(
+        default=None,
+        description="node label key=value the compiled pipeline's data, feature, training and evaluation steps select, "
+        "e.g. fraud-detection/pool=training (the AKS spot pool); none: any node",
+    )
+    training_toleration: str | None = Field(
+        default=None,
+        description="taint those steps tolerate, key[=value][:Effect], e.g. "
+        "kubernetes.azure.com/scalesetpriority=spot:NoSchedule; none: no toleration",
+    )
 
 
 class PipelineSettings(KubeflowSettings, StoreSettings):

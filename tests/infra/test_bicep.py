@@ -34,7 +34,6 @@ ALL_FILES = infra_lint.bicep_files(INFRA)
 # One module per concern; main.bicep references each.
 EXPECTED_MODULES = {
     "network",
-    "vnet-peering",
     "private-dns",
     "aks",
     "acr",
@@ -46,8 +45,8 @@ EXPECTED_MODULES = {
     "grafana",
     "identity",
     "apim",
-    "frontdoor",
     "redis",
+    "appinsights",
 }
 
 _SECRET_NAME_WORDS = {"key", "keys", "secret", "secrets", "password", "connection", "token", "sas", "credential"}
@@ -187,7 +186,9 @@ def test_dev_uses_the_smallest_sizes_and_prod_production_sizes() -> None:
     assert dev["acrSku"] == "'Basic'" and prod["acrSku"] == "'Premium'"
     assert prod["acrPublicNetworkAccess"] == "'Disabled'"
     assert dev["apimSku"] == "'Developer'" and prod["apimSku"] == "'Premium'"
-    assert dev["enableSecondaryRegion"] == "false" and prod["enableSecondaryRegion"] == "true"
+    # One region: prod's resilience is zones plus geo-replicated storage (docs/RUNBOOK.md, disaster recovery).
+    assert "enableSecondaryRegion" not in dev and "enableSecondaryRegion" not in prod
+    assert prod["availabilityZones"].startswith("[")
     assert int(dev["logDailyQuotaGb"]) > 0
 
 
@@ -202,12 +203,17 @@ def test_one_module_per_concern_and_main_references_each() -> None:
         assert re.search(rf"^module \w+ 'modules/{re.escape(name)}\.bicep'", main, re.MULTILINE), name
 
 
-def test_main_is_subscription_scoped_with_optional_secondary_region() -> None:
+def test_main_is_subscription_scoped_and_single_region() -> None:
+    """No half multi-region: one resource group, one cluster, one API Management, no Front Door or peering."""
     main = _text(INFRA / "main.bicep")
     assert "targetScope = 'subscription'" in main
-    assert re.search(r"^param enableSecondaryRegion bool = false$", main, re.MULTILINE)
-    assert re.search(r"^module frontDoor 'modules/frontdoor\.bicep' = if \(enableSecondaryRegion\)", main, re.M)
-    assert re.search(r"^module secondaryAks 'modules/aks\.bicep' = if \(enableSecondaryRegion\)", main, re.M)
+    modules = _declarations(main, "module_declaration")
+    for module in ("aks", "apim", "network"):
+        assert sum(f"'modules/{module}.bicep'" in text for text in modules.values()) == 1, module
+    assert len(_declarations(main, "resource_declaration")) == 1  # the resource group
+    for word in ("secondary", "frontdoor", "front door", "peering"):
+        assert word not in main.lower(), word
+    assert not (MODULES / "frontdoor.bicep").exists() and not (MODULES / "vnet-peering.bicep").exists()
 
 
 @pytest.mark.parametrize("path", BICEP_FILES, ids=_rel)
@@ -216,6 +222,10 @@ def test_api_versions_are_recent_and_stable(path: Path) -> None:
         if rtype == "Microsoft.Insights/diagnosticSettings":
             # 2021-05-01-preview is the newest version of this resource type.
             assert version == "2021-05-01-preview"
+            continue
+        if rtype == "Microsoft.Insights/components":
+            # 2020-02-02 is the newest stable version of Application Insights components.
+            assert version == "2020-02-02"
             continue
         assert not version.endswith("preview"), f"{rtype}@{version}"
         assert version >= "2022-04-01", f"{rtype}@{version} is old"
@@ -369,7 +379,7 @@ def test_acr_grants_acr_pull_to_kubelet_identities() -> None:
     assert "adminUserEnabled: false" in acr and "anonymousPullEnabled: false" in acr
     assert "7f951dda-4ed3-4680-a7ca-43fe172d538d" in acr  # AcrPull
     main = _text(INFRA / "main.bicep")
-    assert "pullPrincipalIds: concat([aks.outputs.kubeletObjectId]" in main
+    assert re.search(r"pullPrincipalIds: \[\s*aks\.outputs\.kubeletObjectId\s*\]", main)
 
 
 def test_workload_identities_are_federated_and_least_privilege() -> None:
@@ -418,11 +428,31 @@ def test_prometheus_rule_groups_come_from_the_chart_rule_file() -> None:
     assert "expression: rule.expr" in rules and "'PT${toUpper(rule[forKey])}'" in rules
 
 
-def test_front_door_fails_over_between_regional_gateways() -> None:
-    frontdoor = _resources("frontdoor")
-    assert "priority: i + 1" in frontdoor["origins"]
-    assert "probePath: '/status-0123456789abcdef'" in frontdoor["originGroup"]
-    assert "mode: 'Prevention'" in frontdoor["wafPolicy"]
+def test_app_insights_is_workspace_based_and_its_connection_string_stays_in_key_vault() -> None:
+    module = _text(MODULES / "appinsights.bicep")
+    resources = _resources("appinsights")
+    assert "WorkspaceResourceId: logAnalyticsWorkspaceId" in resources["component"]
+    assert "IngestionMode: 'LogAnalytics'" in resources["component"]
+    # The connection string is written to the vault only, with an expiry, and no output carries it.
+    assert "value: component.properties.ConnectionString" in resources["vaultEntry"]
+    assert "exp: dateTimeToEpoch(secretExpiry)" in resources["vaultEntry"]
+    outputs = _declarations(module, "output_declaration")
+    assert set(outputs) == {"id", "vaultEntryName"}
+    assert not any("ConnectionString" in text for text in outputs.values())
+    # Reading it is granted on that secret alone (Key Vault Secrets User), to the serving and drift identities.
+    assert "scope: vaultEntry" in resources["secretReaders"]
+    assert "4633458b-17de-408a-b874-0445c86b69e6" in module
+    main_module = _declarations(_text(INFRA / "main.bicep"), "module_declaration")["appInsights"]
+    for wiring in (
+        "logAnalyticsWorkspaceId: logAnalytics.outputs.id",
+        "keyVaultName: keyVault.outputs.name",
+        "identity.outputs.servingPrincipalId",
+        "identity.outputs.driftPrincipalId",
+    ):
+        assert wiring in main_module, wiring
+    # deploy.yml feeds the chart from these outputs (tools/aks_values.py).
+    main_outputs = _declarations(_text(INFRA / "main.bicep"), "output_declaration")
+    assert {"tenantId", "appInsightsVaultEntry", "vaultUri"} <= set(main_outputs)
 
 
 # --- checkov (slow) ---------------------------------------------------------------------------------------------

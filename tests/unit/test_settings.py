@@ -40,7 +40,7 @@ STORE_FIELDS = {
     "verify_key",
     "trust_unsigned",
 }
-KFP_FIELDS = {"kfp_endpoint", "kfp_namespace", "kfp_token"}
+KFP_FIELDS = {"kfp_endpoint", "kfp_namespace", "kfp_token", "training_node_selector", "training_toleration"}
 #: Each process's own fields, on top of the store's.
 OWN_FIELDS: dict[type[StoreSettings], set[str]] = {
     PipelineSettings: KFP_FIELDS

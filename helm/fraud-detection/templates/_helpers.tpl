@@ -97,10 +97,25 @@ Name of the InferenceService (and KServe's pod label value serving.kserve.io/inf
 {{- end }}
 
 {{/*
+KServe deployment mode under its current name: Knative or Standard. The legacy names Serverless and RawDeployment
+are accepted in values and rendered as these, because KServe >= 0.16 compares them raw: its validating webhook picks
+the HPA rules only for "Standard" (validateAutoScalingCompExtension) and rejects every update whose annotation differs
+from the normalised mode it recorded in the status (validateDeploymentMode; kserve/kserve#5885).
+*/}}
+{{- define "fraud-detection.deploymentMode" -}}
+{{- $mode := .Values.inferenceService.deploymentMode }}
+{{- if has $mode (list "Knative" "Serverless") }}Knative
+{{- else if has $mode (list "Standard" "RawDeployment") }}Standard
+{{- else }}
+{{- fail (printf "inferenceService.deploymentMode must be Knative (alias Serverless) or Standard (alias RawDeployment), not %q" $mode) }}
+{{- end }}
+{{- end }}
+
+{{/*
 KServe deployment mode is Knative-based.
 */}}
 {{- define "fraud-detection.serverless" -}}
-{{- if eq .Values.inferenceService.deploymentMode "Serverless" }}true{{- end }}
+{{- if eq (include "fraud-detection.deploymentMode" .) "Knative" }}true{{- end }}
 {{- end }}
 
 {{/*

@@ -1,11 +1,12 @@
 r"""The online executor of the feature declarations: a transaction's features from its entities' tile state.
 
 An online store keeps, per customer and per terminal, a hash of integer tile counters (the layout below). Scoring a
-raw transaction reads both hashes as they were *before* the transaction, computes its window aggregates from the
-tiles with :func:`aggregates_from_state`, and derives the model inputs with the same
-:func:`~fraud_detection.features.definitions.derive_features` the offline executor uses; the store then records the
-transaction. Since every window ends at the start of the transaction's minute (or behind the label delay), the
-features depend only on tiles before it, whatever order events arrive in.
+raw transaction sends the store its windows as tile ranges (:func:`tile_ranges`, from the declarations); the store
+sums the tiles in those ranges as they were *before* the transaction (:func:`window_sums`, or the same loop in Redis's
+Lua next to the data), records the transaction, and answers the window aggregates only (:class:`PreStates`); the
+model inputs come from the same :func:`~fraud_detection.features.definitions.derive_matrix` the offline executor
+uses. Since every window ends at the start of the transaction's minute (or behind the label delay), the features
+depend only on tiles before it, whatever order events arrive in.
 
 Hash layout (shared by every store backend):
 
@@ -18,13 +19,15 @@ Hash layout (shared by every store backend):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from fraud_detection.data import schema
 from fraud_detection.features.definitions import (
+    AGGREGATES,
     CUSTOMER_TILES,
     CUSTOMER_WINDOWS,
     HOUR,
@@ -32,8 +35,7 @@ from fraud_detection.features.definitions import (
     TERMINAL_WINDOWS,
     Tiles,
     WindowSpec,
-    amount_cents,
-    derive_features,
+    derive_matrix,
     terminal_tiles,
     window_bounds,
 )
@@ -66,37 +68,59 @@ class RawTransaction:
 
 
 @dataclass(frozen=True)
-class PreState:
-    """The entities' state before a transaction, as a store read it.
+class PreStates:
+    """What a store read for a batch of transactions, each *before* it was recorded.
+
+    Stores compute the window aggregates themselves (Redis in its script, next to the data), so only these numbers
+    travel, whatever an entity's history holds. Iterating yields one-row batches.
 
     Attributes:
-        customer: The customer's hash (field to integer).
-        terminal: The terminal's hash.
-        seen: The transaction was recorded before (a retry): it was not recorded again.
+        aggregates: (N, len(AGGREGATES)) int64: each row's window aggregates, in
+            :data:`~fraud_detection.features.definitions.AGGREGATES` order.
+        since: (N,) int64: the customer's relationship start in the state, at most the transaction's own time (its
+            own time for a customer the state does not know).
+        seen: (N,) bool: the transaction was recorded before (a retry): it was not recorded again.
     """
 
-    customer: Mapping[str, int]
-    terminal: Mapping[str, int]
-    seen: bool = False
+    aggregates: np.ndarray
+    since: np.ndarray
+    seen: np.ndarray
 
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[int]] | Sequence[int]) -> PreStates:
+        """From ``[seen, since, *aggregates]`` integers per transaction (how stores answer), nested or flat.
 
-def tile_fields(tx: RawTransaction) -> tuple[dict[str, int], dict[str, int]]:
-    """The counter increments recording ``tx`` adds to its customer's and terminal's hashes.
+        Args:
+            rows: One list per transaction, or all of them in one flat list.
 
-    Args:
-        tx: The transaction.
+        Returns:
+            The batch.
+        """
+        table = np.array(rows, dtype=np.int64).reshape(-1, 2 + len(AGGREGATES))
+        return cls(table[:, 2:], table[:, 1], table[:, 0] != 0)
 
-    Returns:
-        (customer increments, terminal increments).
-    """
-    cents = int(amount_cents(np.array([tx.amount]))[0])
-    minute, hour = tx.seconds // MINUTE, tx.seconds // HOUR
-    customer: dict[str, int] = {}
-    for prefix in (f"f{minute}", f"h{hour}"):
-        customer[f"{prefix}n"] = 1
-        customer[f"{prefix}s"] = cents
-        customer[f"{prefix}q"] = cents * cents
-    return customer, {f"h{hour}n": 1}
+    @classmethod
+    def empty(cls, transactions: Sequence[RawTransaction]) -> PreStates:
+        """No history (the degraded mode when the store is unavailable).
+
+        Args:
+            transactions: The transactions.
+
+        Returns:
+            Zero aggregates, each transaction its own relationship start, nothing seen.
+        """
+        since = np.fromiter((tx.seconds for tx in transactions), dtype=np.int64, count=len(transactions))
+        return cls(np.zeros((len(transactions), len(AGGREGATES)), dtype=np.int64), since, np.zeros(len(since), bool))
+
+    def __len__(self) -> int:
+        return int(self.since.shape[0])
+
+    def __getitem__(self, i: int) -> PreStates:
+        return PreStates(self.aggregates[i : i + 1], self.since[i : i + 1], self.seen[i : i + 1])
+
+    def __iter__(self) -> Iterator[PreStates]:
+        for i in range(len(self)):
+            yield self[i]
 
 
 def transaction_record(tx: RawTransaction) -> str:
@@ -111,146 +135,178 @@ def transaction_record(tx: RawTransaction) -> str:
     return f"{tx.terminal_id}\t{tx.seconds // HOUR}\t{UNKNOWN_LABEL}"
 
 
-def expired_fields(fields: Mapping[str, int], tiles: Tiles, newest: int) -> list[str]:
-    """Tile fields that fell behind the entity's horizons (what a store deletes to stay bounded).
+#: Every window in :data:`AGGREGATES` order: the customer windows, then the terminal windows.
+WINDOWS: tuple[WindowSpec, ...] = CUSTOMER_WINDOWS + TERMINAL_WINDOWS
+
+
+def tile_ranges(seconds: int, label_delay_days: int) -> list[int]:
+    """Each window of a transaction as half-open ranges of tile indexes, four integers per window of :data:`WINDOWS`.
+
+    ``fine_lo, fine_hi`` (minute tiles) and ``coarse_lo, coarse_hi`` (hour tiles): coarse tiles cover whole hours from
+    an hour-aligned start, fine tiles the rest. The windows' bounds are tile-aligned (see :func:`window_bounds`), so
+    summing the counters of those tiles is exact. Stores sum with these ranges, so the windows stay defined here only.
 
     Args:
-        fields: The entity's hash.
-        tiles: Its tile layout.
-        newest: Its newest event time.
-
-    Returns:
-        The field names to delete.
-    """
-    out = []
-    for name in fields:
-        kind = name[:1]
-        if kind == "f" and tiles.fine_seconds:
-            if (int(name[1:-1]) + 1) * tiles.fine_seconds <= newest - tiles.fine_horizon_seconds:
-                out.append(name)
-        elif kind == "h" and (int(name[1:-1]) + 1) * tiles.coarse_seconds <= newest - tiles.coarse_horizon_seconds:
-            out.append(name)
-    return out
-
-
-def _tile_ranges(spec: WindowSpec, seconds: int, label_delay_days: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The window as half-open ranges of fine (minute) and coarse (hour) tile indexes.
-
-    Coarse tiles cover whole hours from an hour-aligned start, fine tiles the rest; the windows' bounds are
-    tile-aligned (see :func:`window_bounds`), so summing those tiles is exact.
-    """
-    start_a, end_a = window_bounds(np.asarray(seconds, dtype=np.int64), spec, label_delay_days)
-    start, end = int(start_a), int(end_a)
-    if start % HOUR == 0:
-        split = end - end % HOUR
-        return (split // MINUTE, end // MINUTE), (start // HOUR, split // HOUR)
-    return (start // MINUTE, end // MINUTE), (0, 0)
-
-
-def _window_sums(
-    fields: Mapping[str, int],
-    windows: Sequence[tuple[str, tuple[int, int], tuple[int, int]]],
-    aggregates: str,
-    out: dict[str, int],
-) -> None:
-    """Add each tile counter of one hash to the windows that contain its tile (one pass over the hash)."""
-    for name in [f"{w}_{a}" for w, _, _ in windows for a in aggregates]:
-        out[name] = 0
-    for name, value in fields.items():
-        kind = name[0]
-        if kind != "f" and kind != "h":
-            continue
-        agg = name[-1]
-        if agg not in aggregates:
-            continue
-        idx = int(name[1:-1])
-        for window, fine, coarse in windows:
-            lo, hi = fine if kind == "f" else coarse
-            if lo <= idx < hi:
-                out[f"{window}_{agg}"] += int(value)
-
-
-def aggregates_from_state(tx: RawTransaction, state: PreState, label_delay_days: int) -> dict[str, int]:
-    """The window aggregates of ``tx`` from its entities' pre-state (the offline executor's names and values).
-
-    Args:
-        tx: The transaction.
-        state: Its customer's and terminal's hashes before it.
+        seconds: The transaction's event time (epoch seconds).
         label_delay_days: The label delay.
 
     Returns:
-        ``<window name>_<aggregate>`` to its integer value.
+        ``4 * len(WINDOWS)`` integers.
     """
-    out: dict[str, int] = {}
-    customer = [(s.name, *_tile_ranges(s, tx.seconds, label_delay_days)) for s in CUSTOMER_WINDOWS]
-    _window_sums(state.customer, customer, "nsq", out)
-    terminal = [(s.name, *_tile_ranges(s, tx.seconds, label_delay_days)) for s in TERMINAL_WINDOWS]
-    _window_sums(state.terminal, terminal, "nf", out)
+    out: list[int] = []
+    for spec in WINDOWS:
+        start, end = window_bounds(seconds, spec, label_delay_days)
+        if start % HOUR == 0:
+            split = end - end % HOUR
+            out += [split // MINUTE, end // MINUTE, start // HOUR, split // HOUR]
+        else:
+            out += [start // MINUTE, end // MINUTE, 0, 0]
     return out
 
 
-def since_for(tx: RawTransaction, state: PreState) -> int:
-    """The relationship start used for ``tx``.
+class TileSeries:
+    """One entity's tiles of one width (minute or hour), sorted by tile index, counters in parallel lists.
 
-    Its own ``customer_since``, else the state's first known transaction (or the transaction itself).
+    A window's sums are two binary searches and one builtin ``sum`` over a slice per counter, whatever the number of
+    tiles; recording an in-order event appends.
 
     Args:
-        tx: The transaction.
-        state: Its pre-state.
+        width: Counters per tile (3 for a customer: n, s, q; 2 for a terminal: n, f).
+    """
+
+    def __init__(self, width: int) -> None:
+        self.index: list[int] = []
+        self.counters: list[list[int]] = [[] for _ in range(width)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _position(self, idx: int) -> int:
+        pos = bisect_left(self.index, idx)
+        if pos == len(self.index) or self.index[pos] != idx:
+            self.index.insert(pos, idx)
+            for counter in self.counters:
+                counter.insert(pos, 0)
+        return pos
+
+    def add(self, idx: int, values: Sequence[int]) -> None:
+        """Add to one tile's counters (creating it).
+
+        Args:
+            idx: Tile index.
+            values: One increment per counter.
+        """
+        pos = self._position(idx)
+        for counter, value in zip(self.counters, values, strict=True):
+            counter[pos] += value
+
+    def set(self, idx: int, which: int, value: int) -> None:
+        """Set one counter of one tile (creating it), as a load does.
+
+        Args:
+            idx: Tile index.
+            which: Counter position.
+            value: Its value.
+        """
+        self.counters[which][self._position(idx)] = value
+
+    def sums(self, lo: int, hi: int) -> list[int]:
+        """Each counter summed over the tiles with ``lo <= index < hi``.
+
+        Args:
+            lo: First tile index.
+            hi: End tile index (excluded).
+
+        Returns:
+            One sum per counter.
+        """
+        a, b = bisect_left(self.index, lo), bisect_left(self.index, hi)
+        return [sum(counter[a:b]) for counter in self.counters]
+
+    def drop_before(self, idx: int) -> None:
+        """Delete the tiles with an index below ``idx``.
+
+        Args:
+            idx: First index kept.
+        """
+        k = bisect_left(self.index, idx)
+        if k:
+            del self.index[:k]
+            for counter in self.counters:
+                del counter[:k]
+
+    def items(self) -> Iterator[tuple[int, list[int]]]:
+        """(tile index, its counters), in index order."""
+        for pos, idx in enumerate(self.index):
+            yield idx, [counter[pos] for counter in self.counters]
+
+
+def window_sums(fine: TileSeries, coarse: TileSeries, ranges: Sequence[int]) -> list[int]:
+    """One entity's window aggregates from its tiles (the embedded store's executor; Redis runs the same in Lua).
+
+    Args:
+        fine: Its minute tiles.
+        coarse: Its hour tiles (same width).
+        ranges: The entity's windows as :func:`tile_ranges` gives them (four integers per window).
 
     Returns:
-        Epoch seconds.
+        One sum per counter per window, windows in order.
     """
-    if tx.customer_since is not None:
-        return tx.customer_since
-    known = state.customer.get("since")
-    return min(int(known), tx.seconds) if known is not None else tx.seconds
+    out: list[int] = []
+    for i in range(0, len(ranges), 4):
+        fine_lo, fine_hi, coarse_lo, coarse_hi = ranges[i : i + 4]
+        f = fine.sums(fine_lo, fine_hi) if fine_lo < fine_hi else None
+        c = coarse.sums(coarse_lo, coarse_hi) if coarse_lo < coarse_hi else None
+        if f is None and c is None:
+            out += [0] * len(fine.counters)
+        elif c is None or f is None:
+            out += f or c or []
+        else:
+            out += [x + y for x, y in zip(f, c, strict=True)]
+    return out
 
 
 def online_feature_matrix(
     transactions: Sequence[RawTransaction],
-    states: Sequence[PreState],
-    label_delay_days: int,
+    states: PreStates,
     night_end_hour: int = 6,
 ) -> np.ndarray:
-    """The model inputs of a batch of transactions from their entities' pre-states, in one vectorised derivation.
+    """The model inputs of a batch of transactions from their pre-states, in one vectorised derivation.
 
     Args:
         transactions: The transactions.
-        states: Each one's customer and terminal hashes before it.
-        label_delay_days: The label delay.
+        states: What the store read for them.
         night_end_hour: Hours before this (UTC) count as night.
 
     Returns:
         (N, F) float64 in schema order.
     """
-    rows = [aggregates_from_state(tx, s, label_delay_days) for tx, s in zip(transactions, states, strict=True)]
-    aggregates = {name: np.fromiter((r[name] for r in rows), dtype=np.int64, count=len(rows)) for name in rows[0]}
-    features = derive_features(
-        np.fromiter((tx.seconds for tx in transactions), dtype=np.int64, count=len(rows)),
-        np.fromiter((tx.amount for tx in transactions), dtype=np.float64, count=len(rows)),
-        np.fromiter((since_for(tx, s) for tx, s in zip(transactions, states, strict=True)), np.int64, len(rows)),
-        aggregates,
+    n = len(transactions)
+    since = states.since
+    if any(tx.customer_since is not None for tx in transactions):
+        given = [tx.customer_since for tx in transactions]
+        since = np.array([s if s is not None else k for s, k in zip(given, since.tolist(), strict=True)], np.int64)
+    return derive_matrix(
+        np.fromiter((tx.seconds for tx in transactions), dtype=np.int64, count=n),
+        np.fromiter((tx.amount for tx in transactions), dtype=np.float64, count=n),
+        since,
+        states.aggregates,
         night_end_hour=night_end_hour,
     )
-    return np.column_stack([features[name] for name in schema.FEATURES])
 
 
-def online_features(
-    tx: RawTransaction, state: PreState, label_delay_days: int, night_end_hour: int = 6
-) -> dict[str, float]:
-    """The model inputs of one transaction from its entities' pre-state.
+def online_features(tx: RawTransaction, state: PreStates, night_end_hour: int = 6) -> dict[str, float]:
+    """The model inputs of one transaction from its pre-state.
 
     Args:
         tx: The transaction.
-        state: Its customer's and terminal's hashes before it.
-        label_delay_days: The label delay.
+        state: What the store read for it (a one-row batch).
         night_end_hour: Hours before this (UTC) count as night.
 
     Returns:
         Feature name to value, for every feature of the schema.
     """
-    row = online_feature_matrix([tx], [state], label_delay_days, night_end_hour)[0]
+    row = online_feature_matrix([tx], state, night_end_hour)[0]
     return dict(zip(schema.FEATURES, row.tolist(), strict=True))
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fraud_detection.features.online import PreState, RawTransaction, online_feature_matrix
+from fraud_detection.features.online import PreStates, RawTransaction, online_feature_matrix
 from fraud_detection.features.state.base import OnlineStore, OnlineStoreUnavailableError
 
 LOG = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ class OnlineFeatures:
         self.degraded_when_unavailable = degraded_when_unavailable
         self._healthy_until = 0.0
 
-    def _matrix(self, transactions: Sequence[RawTransaction], states: Sequence[PreState]) -> np.ndarray:
-        return online_feature_matrix(transactions, states, self.label_delay_days)
+    def _matrix(self, transactions: Sequence[RawTransaction], states: PreStates) -> np.ndarray:
+        return online_feature_matrix(transactions, states)
 
     def compute(self, transactions: Sequence[RawTransaction]) -> FeatureBatch:
         """Read each transaction's state, record it, and compute its features (rows in order, each after the last).
@@ -70,9 +70,9 @@ class OnlineFeatures:
             if not self.degraded_when_unavailable:
                 raise
             LOG.warning("online store unavailable: %d row(s) scored without history (degraded)", len(transactions))
-            empty = [PreState({}, {}) for _ in transactions]
+            empty = PreStates.empty(transactions)
             return FeatureBatch(self._matrix(transactions, empty), tuple(False for _ in transactions), degraded=True)
-        return FeatureBatch(self._matrix(transactions, states), tuple(s.seen for s in states))
+        return FeatureBatch(self._matrix(transactions, states), tuple(states.seen.tolist()))
 
     def healthy(self) -> bool:
         """Whether the store answers (a success is remembered for :data:`HEALTH_CACHE_SECONDS`).

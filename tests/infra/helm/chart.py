@@ -12,6 +12,7 @@ VALUE_SETS: dict[str, tuple[str, ...]] = {
     "default": (),
     **{f"ci/{p.stem}": (f"ci/{p.name}",) for p in CI_FILES},
     "aks": ("values-aks.yaml",),
+    "grpc": ("values-grpc.yaml",),
 }
 ALL_ENABLED = ("ci/all-enabled-values.yaml",)
 

@@ -274,6 +274,7 @@ BACKEND_ROUTES = [
     ("metrics", r"/metrics"),
     ("repository", rf"/v2/repository/models/{SEGMENT}/(load|unload)"),
     ("protected", rf"/v1/models/{SEGMENT}:(predict|explain)|/v2/models/{SEGMENT}(/versions/{SEGMENT})?/infer"),
+    ("protected", rf"/v2/models/{SEGMENT}/labels"),  # the label feed (serving/labels.py)
     ("protected", rf"/v1/models(/{SEGMENT})?|/v2|/v2/models(/{SEGMENT}(/versions/{SEGMENT})?)?"),
     ("repository", rf"{re.escape(GRPC)}/Repository\w+"),
     ("protected", rf"{re.escape(GRPC)}/\w+"),

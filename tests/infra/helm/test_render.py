@@ -97,7 +97,10 @@ def test_inference_service_defaults(render: Render) -> None:
     objects = render()
     isvc = k8s.one(objects, "InferenceService")
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    # Knative mode with Knative's HPA class: canary and CPU autoscaling together (tests/infra/helm/test_admission.py).
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    assert isvc["metadata"]["annotations"]["autoscaling.knative.dev/class"] == "hpa.autoscaling.knative.dev"
+    assert "serving.kserve.io/autoscalerClass" not in isvc["metadata"]["annotations"]
     spec = predictor(objects)
     assert (spec["minReplicas"], spec["maxReplicas"], spec["scaleMetric"], spec["scaleTarget"]) == (2, 10, "cpu", 70)
     assert "canaryTrafficPercent" not in spec
@@ -110,7 +113,7 @@ def test_inference_service_defaults(render: Render) -> None:
         "--model_name", "fraud-detector", "--model_dir", "/mnt/models", "--http_port", "8080", "--grpc_port", "8081",
         "--no-expose_threshold",
     ]  # fmt: skip
-    # Knative allows one port; gRPC is exposed in RawDeployment/Standard mode only.
+    # Knative routes one port; gRPC is exposed in Standard mode only.
     assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http1", 8080)]
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
@@ -128,7 +131,7 @@ def test_inference_service_defaults(render: Render) -> None:
         ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
     ):
         assert env[key] == {"secretKeyRef": {"name": "fraud-s3-credentials", "key": secret_key}}
-    # Serverless: no pod-level securityContext (Knative rejects it); the container carries the hardening.
+    # Knative: no pod-level securityContext (Knative rejects it); the container carries the hardening.
     assert "securityContext" not in spec
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
 
@@ -177,8 +180,10 @@ def test_canary_values(render: Render) -> None:
 def test_raw_deployment_mode(render: Render) -> None:
     objects = render(("ci/raw-deployment-values.yaml",))
     annotations = k8s.one(objects, "InferenceService")["metadata"]["annotations"]
-    assert annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    # The legacy name RawDeployment is rendered as Standard, the only value KServe's webhook pairs with the HPA.
+    assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
     assert annotations["serving.kserve.io/autoscalerClass"] == "hpa"
+    assert "autoscaling.knative.dev/class" not in annotations
     spec = predictor(objects)
     assert (spec["minReplicas"], spec["maxReplicas"], spec["scaleMetric"], spec["scaleTarget"]) == (2, 10, "cpu", 70)
     assert spec["securityContext"]["runAsNonRoot"] is True

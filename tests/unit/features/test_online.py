@@ -40,7 +40,7 @@ def replay(frame: pd.DataFrame, delay_days: int, store: EmbeddedStore) -> pd.Dat
         store.apply_labels([(txs[j].transaction_id, int(labels[j])) for j in due])
         pending = [j for j in pending if j not in due]
         (state,) = store.score_batch([tx])
-        rows[i] = online_features(tx, state, delay_days)
+        rows[i] = online_features(tx, state)
     return pd.DataFrame([rows[i] for i in range(len(txs))], index=frame.index)[list(schema.FEATURES)]
 
 
@@ -97,7 +97,7 @@ def test_a_retried_transaction_never_counts_twice():
     first, again = store.score_batch([tx, tx])
     assert not first.seen and again.seen
     (state,) = store.score_batch([later])
-    assert online_features(later, state, 7)["num_prev_tx_24h"] == 1.0
+    assert online_features(later, state)["num_prev_tx_24h"] == 1.0
     assert store.fields(CUSTOMER_PREFIX + "c")[f"f{tx.seconds // MINUTE}n"] == 1
 
 
@@ -107,9 +107,9 @@ def test_an_out_of_order_event_is_counted_for_later_events_only():
     store.score_batch([RawTransaction("late-arrival-but-newest", t0, "c", "x", 5.0)])
     (state,) = store.score_batch([early := RawTransaction("older", t0 - 2 * HOUR, "c", "x", 7.0)])
     # The newer event is in the state but after the older one's window: it does not count.
-    assert online_features(early, state, 7)["num_prev_tx_24h"] == 0.0
+    assert online_features(early, state)["num_prev_tx_24h"] == 0.0
     (state,) = store.score_batch([after := RawTransaction("after", t0 + MINUTE, "c", "x", 1.0)])
-    assert online_features(after, state, 7)["num_prev_tx_24h"] == 2.0
+    assert online_features(after, state)["num_prev_tx_24h"] == 2.0
 
 
 def test_labels_move_the_terminal_fraud_count_once_and_follow_corrections():

@@ -20,7 +20,7 @@ def test_the_chart_renders_what_the_rollout_expects(chart_isvc):
     assert state.model_version == STABLE
     assert state.storage_uri == f"s3://fraud-detection/models/{MODEL}/versions/{STABLE}"
     assert state.canary_percent is None and not state.canary_running
-    assert chart_isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert chart_isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
 
 
 def test_canary_patch_is_a_guarded_json_patch_that_keeps_the_container(chart_isvc):
@@ -42,7 +42,7 @@ def test_canary_patch_is_a_guarded_json_patch_that_keeps_the_container(chart_isv
     assert annotations[contract.ANNOTATION_STABLE] == STABLE
     assert annotations[contract.ANNOTATION_CANARY] == CANARY
     assert annotations["fraud-detection.io/model-version"] == CANARY  # what deploy.served_version reads
-    assert annotations["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert annotations["serving.kserve.io/deploymentMode"] == "Knative"
 
 
 def test_canary_patch_fails_when_the_env_moved_meanwhile(chart_isvc):

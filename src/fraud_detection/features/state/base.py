@@ -3,9 +3,9 @@
 Every backend keeps the hash layout of :mod:`fraud_detection.features.online` and offers the same three atomic
 operations:
 
-* :meth:`OnlineStore.score_batch`: for each transaction in order, read its customer's and terminal's state as it is
-  *before* the transaction, then record it (unless its id was recorded before: a retry never counts twice); each
-  row sees the rows before it;
+* :meth:`OnlineStore.score_batch`: for each transaction in order, sum its customer's and terminal's tiles over its
+  windows (:func:`~fraud_detection.features.online.tile_ranges`) as they are *before* the transaction, then record
+  it (unless its id was recorded before: a retry never counts twice); each row sees the rows before it;
 * :meth:`OnlineStore.apply_labels`: add ingested labels to the terminal tiles of their transactions (a changed label
   moves the count, a repeated one changes nothing);
 * :meth:`OnlineStore.load`: write materialized state (the backfill) in bulk.
@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from fraud_detection.features.online import PreState, RawTransaction
+from fraud_detection.features.online import PreStates, RawTransaction
 
 #: Records between two prunings of an entity's expired tiles.
 PRUNE_EVERY = 64
@@ -70,6 +70,10 @@ class OnlineStore(ABC):
         label_delay_days: The label delay of the features served from this state (sets the terminal horizon).
     """
 
+    #: Operations wait on the network (a caller on an event loop runs them in a worker thread); False for a store
+    #: that only computes in memory, which is cheaper to call inline than to hand to a thread.
+    waits_on_io: bool = True
+
     def __init__(self, label_delay_days: int) -> None:
         self.label_delay_days = label_delay_days
 
@@ -79,14 +83,14 @@ class OnlineStore(ABC):
         """Where the state lives (no credentials)."""
 
     @abstractmethod
-    def score_batch(self, transactions: Sequence[RawTransaction]) -> list[PreState]:
-        """Atomically read each transaction's pre-state and record it, in order.
+    def score_batch(self, transactions: Sequence[RawTransaction]) -> PreStates:
+        """Atomically read each transaction's window aggregates and record it, in order.
 
         Args:
             transactions: The rows of one request.
 
         Returns:
-            One pre-state per row.
+            What each row's windows held before it (the aggregates only: stores sum the tiles themselves).
 
         Raises:
             OnlineStoreUnavailableError: The store cannot be reached.

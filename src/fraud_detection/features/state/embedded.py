@@ -14,20 +14,33 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
+from fraud_detection.features.definitions import (
+    CUSTOMER_AGGREGATES,
+    CUSTOMER_WINDOWS,
+    HOUR,
+    MINUTE,
+    TERMINAL_AGGREGATES,
+    Tiles,
+    amount_cents,
+)
 from fraud_detection.features.online import (
     CUSTOMER_PREFIX,
     TERMINAL_PREFIX,
     UNKNOWN_LABEL,
-    PreState,
+    PreStates,
     RawTransaction,
-    expired_fields,
-    tile_fields,
+    TileSeries,
+    tile_ranges,
     tiles_for,
     transaction_record,
+    window_sums,
 )
 from fraud_detection.features.state.base import (
     PRUNE_EVERY,
@@ -42,6 +55,62 @@ LOG = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 JOURNAL_FILE = "journal.jsonl"
 LOCK_FILE = ".lock"
+#: Where a customer's window ranges end in :func:`~fraud_detection.features.online.tile_ranges`'s answer.
+_CUSTOMER_RANGES = 4 * len(CUSTOMER_WINDOWS)
+
+
+@dataclass
+class _Entity:
+    """One customer's or terminal's state, parsed: its minute and hour tiles (the hash layout's fields)."""
+
+    aggregates: str
+    fine: TileSeries = field(init=False)
+    coarse: TileSeries = field(init=False)
+    since: int | None = None
+    newest: int | None = None
+    records: int = 0
+
+    def __post_init__(self) -> None:
+        self.fine = TileSeries(len(self.aggregates))
+        self.coarse = TileSeries(len(self.aggregates))
+
+    def set_fields(self, fields: Mapping[str, int]) -> None:
+        """Apply hash fields as a load does: tile counters set, ``since`` the minimum, ``newest`` the maximum."""
+        for name, value in fields.items():
+            v = int(value)
+            kind = name[:1]
+            if kind in ("f", "h") and name[-1] in self.aggregates:
+                tiles = self.fine if kind == "f" else self.coarse
+                tiles.set(int(name[1:-1]), self.aggregates.index(name[-1]), v)
+            elif name == "since":
+                self.since = v if self.since is None else min(self.since, v)
+            elif name == "newest":
+                self.newest = v if self.newest is None else max(self.newest, v)
+            elif name == "_p":
+                self.records = v
+
+    def fields(self) -> dict[str, int]:
+        """The entity as hash fields."""
+        out: dict[str, int] = {}
+        for kind, tiles in (("f", self.fine), ("h", self.coarse)):
+            for idx, counters in tiles.items():
+                for agg, value in zip(self.aggregates, counters, strict=True):
+                    out[f"{kind}{idx}{agg}"] = value
+        for name, known in (("since", self.since), ("newest", self.newest)):
+            if known is not None:
+                out[name] = known
+        if self.records:
+            out["_p"] = self.records
+        return out
+
+    def prune(self, tiles: Tiles) -> None:
+        """Delete tiles behind the horizons of the newest event."""
+        if self.newest is None:
+            return
+        if tiles.fine_seconds:
+            # keep tile i when (i + 1) * width > newest - horizon
+            self.fine.drop_before((self.newest - tiles.fine_horizon_seconds) // tiles.fine_seconds)
+        self.coarse.drop_before((self.newest - tiles.coarse_horizon_seconds) // tiles.coarse_seconds)
 
 
 class EmbeddedStore(OnlineStore):
@@ -52,10 +121,12 @@ class EmbeddedStore(OnlineStore):
         label_delay_days: The label delay of the served features.
     """
 
+    waits_on_io = False  # memory, plus one journal line per request handed to the OS (not synced)
+
     def __init__(self, directory: str | Path | None, label_delay_days: int = 7) -> None:
         super().__init__(label_delay_days)
         self._dir = Path(directory) if directory is not None else None
-        self._hashes: dict[str, dict[str, int]] = {}
+        self._entities: dict[str, _Entity] = {}
         self._transactions: dict[str, str] = {}
         self._mutex = threading.Lock()
         self._journal: IO[str] | None = None
@@ -84,7 +155,8 @@ class EmbeddedStore(OnlineStore):
         if state.exists():
             try:
                 data = json.loads(state.read_text())
-                self._hashes = {k: {f: int(v) for f, v in h.items()} for k, h in data["hashes"].items()}
+                for key, fields in data["hashes"].items():
+                    self._entity(key).set_fields(fields)
                 self._transactions = {str(k): str(v) for k, v in data["transactions"].items()}
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise OnlineStoreUnavailableError(f"embedded online store {state}: not a state file ({exc})") from exc
@@ -109,7 +181,8 @@ class EmbeddedStore(OnlineStore):
     def _replay(self, entry: dict[str, Any]) -> None:
         if entry["op"] == "score":
             for row in entry["rows"]:
-                self._record(RawTransaction(*row))
+                tx = RawTransaction(*row)
+                self._record(tx, int(amount_cents(np.array([tx.amount]))[0]))
         elif entry["op"] == "labels":
             for transaction_id, label in entry["labels"]:
                 self._label(str(transaction_id), int(label))
@@ -125,34 +198,59 @@ class EmbeddedStore(OnlineStore):
         if self._dir is None:
             return
         with atomic_file(self._dir / STATE_FILE) as tmp:
-            tmp.write_text(json.dumps({"hashes": self._hashes, "transactions": self._transactions}))
+            hashes = {key: entity.fields() for key, entity in self._entities.items()}
+            tmp.write_text(json.dumps({"hashes": hashes, "transactions": self._transactions}))
         if self._journal is not None:
             self._journal.close()
         self._journal = (self._dir / JOURNAL_FILE).open("w", encoding="utf-8")
 
     # -- the operations --------------------------------------------------------------------------------------
-    def _record(self, tx: RawTransaction) -> bool:
+    def _entity(self, key: str) -> _Entity:
+        entity = self._entities.get(key)
+        if entity is None:
+            aggregates = CUSTOMER_AGGREGATES if key.startswith(CUSTOMER_PREFIX) else TERMINAL_AGGREGATES
+            entity = self._entities[key] = _Entity("".join(aggregates))
+        return entity
+
+    def _record(self, tx: RawTransaction, cents: int) -> bool:
         if tx.transaction_id in self._transactions:
             return False
         self._transactions[tx.transaction_id] = transaction_record(tx)
-        customer_inc, terminal_inc = tile_fields(tx)
-        ckey, tkey = CUSTOMER_PREFIX + tx.customer_id, TERMINAL_PREFIX + tx.terminal_id
-        customer = self._hashes.setdefault(ckey, {})
-        terminal = self._hashes.setdefault(tkey, {})
-        for fields, inc in ((customer, customer_inc), (terminal, terminal_inc)):
-            for name, value in inc.items():
-                fields[name] = fields.get(name, 0) + value
-            fields["newest"] = max(fields.get("newest", tx.seconds), tx.seconds)
-            fields["_p"] = fields.get("_p", 0) + 1
+        customer = self._entity(CUSTOMER_PREFIX + tx.customer_id)
+        terminal = self._entity(TERMINAL_PREFIX + tx.terminal_id)
+        counters = (1, cents, cents * cents)
+        customer.fine.add(tx.seconds // MINUTE, counters)
+        customer.coarse.add(tx.seconds // HOUR, counters)
+        terminal.coarse.add(tx.seconds // HOUR, (1, 0))
         if tx.customer_since is not None:
-            customer["since"] = tx.customer_since
+            customer.since = tx.customer_since
         else:
-            customer["since"] = min(customer.get("since", tx.seconds), tx.seconds)
-        for fields, kind in ((customer, "customer"), (terminal, "terminal")):
-            if fields["_p"] % PRUNE_EVERY == 0:
-                for name in expired_fields(fields, tiles_for(kind, self.label_delay_days), fields["newest"]):
-                    del fields[name]
+            customer.since = tx.seconds if customer.since is None else min(customer.since, tx.seconds)
+        for entity, kind in ((customer, "customer"), (terminal, "terminal")):
+            entity.newest = tx.seconds if entity.newest is None else max(entity.newest, tx.seconds)
+            entity.records += 1
+            if entity.records % PRUNE_EVERY == 0:
+                entity.prune(tiles_for(kind, self.label_delay_days))
         return True
+
+    def _read(self, tx: RawTransaction) -> list[int]:
+        """``[since, *aggregates]`` of a transaction from the state before it."""
+        ranges = tile_ranges(tx.seconds, self.label_delay_days)
+        customer = self._entities.get(CUSTOMER_PREFIX + tx.customer_id)
+        terminal = self._entities.get(TERMINAL_PREFIX + tx.terminal_id)
+        since = tx.seconds
+        if customer is None:
+            sums = [0] * (len(CUSTOMER_WINDOWS) * len(CUSTOMER_AGGREGATES))
+        else:
+            sums = window_sums(customer.fine, customer.coarse, ranges[:_CUSTOMER_RANGES])
+            if customer.since is not None:
+                since = min(customer.since, tx.seconds)
+        terminal_ranges = ranges[_CUSTOMER_RANGES:]
+        if terminal is None:
+            sums += [0] * (len(terminal_ranges) // 4 * len(TERMINAL_AGGREGATES))
+        else:
+            sums += window_sums(terminal.fine, terminal.coarse, terminal_ranges)
+        return [since, *sums]
 
     def _label(self, transaction_id: str, label: int) -> str:
         record = self._transactions.get(transaction_id)
@@ -162,26 +260,25 @@ class EmbeddedStore(OnlineStore):
         if old == str(label):
             return "unchanged"
         delta = label - (0 if old == UNKNOWN_LABEL else int(old))
-        terminal = self._hashes.setdefault(TERMINAL_PREFIX + terminal_id, {})
-        field = f"h{hour}f"
-        terminal[field] = terminal.get(field, 0) + delta
+        terminal = self._entity(TERMINAL_PREFIX + terminal_id)
+        terminal.coarse.add(int(hour), (0, delta))
         self._transactions[transaction_id] = f"{terminal_id}\t{hour}\t{label}"
         return "applied"
 
-    def score_batch(self, transactions: Sequence[RawTransaction]) -> list[PreState]:  # noqa: D102
-        out: list[PreState] = []
+    def score_batch(self, transactions: Sequence[RawTransaction]) -> PreStates:  # noqa: D102
+        rows: list[list[int]] = []
+        cents = amount_cents(np.fromiter((tx.amount for tx in transactions), np.float64, len(transactions))).tolist()
         with self._mutex:
             recorded = []
-            for tx in transactions:
-                customer = dict(self._hashes.get(CUSTOMER_PREFIX + tx.customer_id, {}))
-                terminal = dict(self._hashes.get(TERMINAL_PREFIX + tx.terminal_id, {}))
-                seen = not self._record(tx)
+            for tx, c in zip(transactions, cents, strict=True):
+                read = self._read(tx)
+                seen = not self._record(tx, c)
                 if not seen:
                     recorded.append(list(tx.__dict__.values()))
-                out.append(PreState(customer, terminal, seen))
+                rows.append([int(seen), *read])
             if recorded:
                 self._append({"op": "score", "rows": recorded})
-        return out
+        return PreStates.from_rows(rows)
 
     def apply_labels(self, labels: Sequence[tuple[str, int]]) -> LabelOutcome:  # noqa: D102
         counts = {"applied": 0, "unchanged": 0, "unknown": 0}
@@ -196,14 +293,7 @@ class EmbeddedStore(OnlineStore):
         with self._mutex:
             for prefix, entities in ((CUSTOMER_PREFIX, snapshot.customers), (TERMINAL_PREFIX, snapshot.terminals)):
                 for entity, fields in entities.items():
-                    current = self._hashes.setdefault(prefix + entity, {})
-                    for name, value in fields.items():
-                        if name == "since":
-                            current[name] = min(current.get(name, int(value)), int(value))
-                        elif name == "newest":
-                            current[name] = max(current.get(name, int(value)), int(value))
-                        else:
-                            current[name] = int(value)
+                    self._entity(prefix + entity).set_fields(fields)
             self._transactions.update(snapshot.transactions)
             self._compact()
 
@@ -220,7 +310,8 @@ class EmbeddedStore(OnlineStore):
             Its fields.
         """
         with self._mutex:
-            return dict(self._hashes.get(key, {}))
+            entity = self._entities.get(key)
+            return entity.fields() if entity is not None else {}
 
     def close(self) -> None:  # noqa: D102
         with self._mutex:
