@@ -1,3 +1,5 @@
-from cli.app import app
+import sys
 
-app(prog_name="fraud")
+from cli.app import run
+
+sys.exit(run())

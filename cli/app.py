@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
@@ -111,10 +111,30 @@ def demo(
 cli_monitoring.register(app)
 
 
-def run() -> None:
-    """Console-script entry point."""
-    app()
+def run(argv: list[str] | None = None) -> int:
+    """Console-script entry point: a bad flag or value is one ``error:`` line and exit 2, not a usage box.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+    """
+    # click's UsageError, whichever click typer runs on (its own vendored copy in recent versions).
+    usage_error: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    try:
+        result = app(args=argv, prog_name="fraud", standalone_mode=False)
+    except usage_error as exc:
+        message = " ".join(exc.format_message().split())
+        if message:  # empty: a group called without a command, whose help was just shown
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            err_console.print(f"error: {message}{where}", markup=False, highlight=False, soft_wrap=True)
+        return int(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted", markup=False)
+        return 130
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(app())
+    sys.exit(run())

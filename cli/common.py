@@ -60,6 +60,55 @@ def guarded(fn: Callable[[], T], also: tuple[type[Exception], ...] = ()) -> T:
         raise typer.Exit(code=2) from exc
 
 
+def check_writable_dir(directory: Path, what: str) -> None:
+    """Refuse, before any work, an output whose directory cannot be created or written (``/proc``, read-only).
+
+    The nearest existing ancestor must be a directory in which a file can be created (tried for real, with a
+    temporary file that is removed at once: permission bits say nothing for root or read-only mounts). Nothing is
+    left behind and no directory is created.
+
+    Args:
+        directory: Where the output goes (it may not exist yet).
+        what: The option and value, as the message names them.
+
+    Raises:
+        ValueError: The directory, or its nearest existing ancestor, cannot take a new file.
+    """
+    import tempfile
+
+    ancestor = directory.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{what}: {ancestor} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=ancestor, prefix=".fraud-write-check-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot write in {ancestor}: {exc.strerror or exc}") from exc
+
+
+def check_outputs(*outputs: tuple[str, Path | None], directory: bool = False) -> None:
+    """Check ``--option path`` outputs before any work: files (or folders) that can be written.
+
+    Args:
+        *outputs: (option name, path or None when not given) pairs.
+        directory: The outputs are folders (an existing file there is refused) rather than files.
+
+    Raises:
+        ValueError: An output is of the wrong kind or cannot be written.
+    """
+    for option, path in outputs:
+        if path is None:
+            continue
+        what = f"{option} {path}"
+        if directory and path.exists() and not path.is_dir():
+            raise ValueError(f"{what}: is a file, give a directory")
+        if not directory and path.is_dir():
+            raise ValueError(f"{what}: is a directory, give a file name")
+        check_writable_dir(path if directory and path.is_dir() else path.parent, what)
+
+
 def _one_line(exc: BaseException) -> str:
     """The message of an expected error on one line (rich markup in it escaped)."""
     from rich.markup import escape

@@ -13,7 +13,18 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.common import ColumnMapOpt, StoreOpt, advance, console, err_console, guarded, load_features, settings_for, step
+from cli.common import (
+    ColumnMapOpt,
+    StoreOpt,
+    advance,
+    check_outputs,
+    console,
+    err_console,
+    guarded,
+    load_features,
+    settings_for,
+    step,
+)
 from fraud_detection.data import schema
 from fraud_detection.data.splits import BACKTEST_SPLIT, TRAINING_SPLIT
 from fraud_detection.model.registry import open_registry
@@ -43,6 +54,7 @@ def train_cmd(
     """Train, evaluate on held-out days and write a bundle (or register it in the store behind the gate)."""
 
     def body() -> None:
+        check_outputs(("--output", output), ("--report-dir", report_dir), directory=True)
         settings = settings_for(store)
         frame = load_features(data, column_map, delay_days)
         _train_and_maybe_register(
@@ -85,6 +97,11 @@ def _train_and_maybe_register(
     from fraud_detection.model.train import TrainConfig
 
     config = TrainConfig(model_type=model, review_cost=review_cost, max_iter=max_iter)  # type: ignore[arg-type]
+    registry = None if output is not None else open_registry(settings)
+    if registry is not None:
+        # Reach the store before training: a dead, hung or misconfigured store fails now, not after the training.
+        with step(f"checking the store {registry.store.uri()}"):
+            registry.get_alias("production")
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = output or Path(tmp) / "bundle"
         with step(f"training {model} on {len(frame):,} rows"):
@@ -100,16 +117,15 @@ def _train_and_maybe_register(
                 report_dir=report_dir,
             )
         _metrics_table(f"{meta['model_type']} {meta['version']} on the held-out window", meta["metrics"])
-        if output is not None:
+        if registry is None:  # --output: write the bundle, register nothing
             if settings.signing_key is not None:
                 from fraud_detection.model.bundle import load_signing_key, sign_bundle
 
-                sign_bundle(output, load_signing_key(settings.signing_key.get_secret_value()))
-                LOG.info("bundle written to %s, signed", output)
+                sign_bundle(bundle_dir, load_signing_key(settings.signing_key.get_secret_value()))
+                LOG.info("bundle written to %s, signed", bundle_dir)
             else:
-                LOG.info("bundle written to %s, unsigned (no FRAUD_SIGNING_KEY)", output)
+                LOG.info("bundle written to %s, unsigned (no FRAUD_SIGNING_KEY)", bundle_dir)
             return
-        registry = open_registry(settings)
         with step("gating against production and registering"):
             result = gate_and_register(
                 registry,
@@ -149,6 +165,8 @@ def evaluate_cmd(
     from fraud_detection.store.files import write_json
 
     def body() -> None:
+        check_outputs(("--plots", plots), directory=True)
+        check_outputs(("--output-json", output_json))
         settings = settings_for(store)
         if bundle is not None:
             from fraud_detection.model.bundle import BundleTrust, load_bundle
@@ -196,6 +214,7 @@ def backtest_cmd(
         unknown = [m for m in models if m not in MODEL_TYPES]
         if unknown:
             raise ValueError(f"--model {unknown[0]!r}: choose from {', '.join(MODEL_TYPES)}")
+        check_outputs(("--output-json", output_json))
         frame = load_features(data, column_map, delay_days)
         results = []
         with Progress(

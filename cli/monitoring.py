@@ -33,12 +33,13 @@ def drift(
     ] = None,
 ) -> None:
     """Detect drift: two files directly, or (without files) the drift job on the payload log of the store."""
-    from cli.common import guarded
+    from cli.common import check_outputs, guarded
     from fraud_detection.store.files import write_json
 
     def body() -> None:
         if (baseline_data is None) != (new_data is None):
             raise ValueError("give both --baseline-data and --new-data, or neither (job mode on the payload log)")
+        check_outputs(("--output-json", output_json), ("--report", report))
         if baseline_data is not None and new_data is not None:
             from fraud_detection.monitoring.drift_job import compare_files, read_frame
 
@@ -89,7 +90,7 @@ def labels_ingest(
     """Store delayed labels for the drift job; with an online store, add them to the terminals' fraud counts too."""
     from cli.common import guarded
     from cli.online import apply_labels
-    from fraud_detection.monitoring.labels import ingest_labels, read_label_file
+    from fraud_detection.monitoring.labels import ingest_labels, label_changes, load_labels, read_label_file
     from fraud_detection.settings import DriftSettings
     from fraud_detection.store.uri import open_configured_store
 
@@ -98,8 +99,10 @@ def labels_ingest(
         settings = DriftSettings()
         # --store puts everything there; else the labels go beside the payload log.
         log_store = open_configured_store(settings, store or settings.payload_log_uri)
+        corrected, overridden = label_changes(load_labels(log_store, on_skip=lambda key, reason: None), labels)
         key = ingest_labels(log_store, labels)
         typer.echo(key)
+        _report_changes(corrected, overridden)
         _report_unknown_ids(log_store, labels, settings)
         applied = apply_labels(labels, online, required=False)
         if applied is not None:
@@ -110,6 +113,24 @@ def labels_ingest(
             )
 
     guarded(body)
+
+
+def _report_changes(corrected: list[str], overridden: list[str]) -> None:
+    """Tell which labels change an earlier stored label of the same id (the latest ``reported_at`` wins)."""
+    from fraud_detection.monitoring.labels import EXAMPLES
+
+    if corrected:
+        typer.echo(
+            f"note: {len(corrected)} label(s) correct an earlier stored label of the same id (the latest "
+            "reported_at wins), e.g. " + ", ".join(corrected[:EXAMPLES]),
+            err=True,
+        )
+    if overridden:
+        typer.echo(
+            f"warning: {len(overridden)} label(s) differ from a later stored report of the same id and take no "
+            "effect (the latest reported_at wins), e.g. " + ", ".join(overridden[:EXAMPLES]),
+            err=True,
+        )
 
 
 def _report_unknown_ids(store: ArtifactStore, labels: pd.DataFrame, settings: DriftSettings) -> None:

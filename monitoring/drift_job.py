@@ -4,6 +4,8 @@ It wires the domain's drift job to the settings, the payload log, the Pushgatewa
 training pipeline on Kubeflow); ``fraud drift`` without files calls :func:`run_from_settings` too.
 
 Exits 0 on success, 1 on failure (so the Kubernetes Job shows it); the last-success gauge is pushed only on success.
+An unreachable or hung store (bounded by ``FRAUD_STORE_TIMEOUT_SECONDS`` and the store's retries) or a production
+bundle that does not verify is one error line naming it; an unexpected failure keeps its traceback.
 A run that skipped bad objects (a corrupt payload-log partition or label object, rows of a version not in the
 registry) still succeeds: each is logged with its key, counted in ``fraud_drift_skipped_objects_total``, and a
 warning sums them up (docs/RUNBOOK.md). An empty store (no production model, nothing logged) is one line and exit 0.
@@ -12,12 +14,16 @@ warning sums them up (docs/RUNBOOK.md). An empty store (no production model, not
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from fraud_detection.model.bundle import BundleIntegrityError
+from fraud_detection.model.registry import RegistryError
 from fraud_detection.monitoring.drift_job import DriftJobConfig, DriftJobResult, NothingToMonitorError, run_drift_job
 from fraud_detection.settings import DriftSettings
+from fraud_detection.store.base import StoreError
 from fraud_detection.store.uri import open_configured_store
 
 LOG = logging.getLogger(__name__)
@@ -104,17 +110,29 @@ def _retrain_trigger(settings: DriftSettings) -> Callable[[list[str]], bool] | N
 
 
 def main() -> int:
-    """Run the drift job once and log a one-line summary per model version."""
+    """Run the drift job once, as one span to Application Insights when it is configured (monitoring/tracing.py)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("fraud_detection.store.azure.http").setLevel(logging.WARNING)  # the Azure SDK's request lines
+    from monitoring.tracing import run_traced
+
+    return run_traced(_run_once, os.environ)
+
+
+def _run_once() -> int:
+    """Run the drift job once and log a one-line summary per model version."""
     log = logging.getLogger("monitoring.drift_job")
     try:
         result = run_from_settings()
     except NothingToMonitorError as exc:
         log.warning("nothing to monitor: %s", exc)
         return 0
+    except (StoreError, RegistryError, BundleIntegrityError) as exc:
+        # An unreachable, hung or misconfigured store, or a production bundle that does not verify: one line
+        # naming it (the store's error carries the endpoint and key); a traceback would only bury it.
+        log.error("drift job failed: %s", " ".join(str(exc).split()) or type(exc).__name__)
+        return 1
     except Exception:
-        log.exception("drift job failed")
+        log.exception("drift job failed")  # unexpected: keep the traceback
         return 1
     for version in result.versions:
         drift = version.drift

@@ -116,6 +116,15 @@ class ScoringHTTPMiddleware:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
+        encoded = _encoded_separator(scope.get("raw_path") or b"")
+        if encoded:
+            # uvicorn decodes %2F to "/" before routing, so /v2%2Frepository/... would reach a route that an
+            # AuthorizationPolicy matching the raw path never saw: refuse (defence in depth beside the mesh's filter).
+            LOG.info("400 %s %s: encoded %s in the path", scope.get("method"), scope.get("path"), encoded)
+            await _send_json(
+                send, 400, {"error": f"the request path has an encoded {encoded} ({encoded!r} is refused)"}
+            )
+            return
         protocol = scoring_protocol(scope.get("method", ""), scope.get("path", ""))
         if scope.get("method", "") in _BODY_METHODS:
             start = time.perf_counter()
@@ -150,6 +159,15 @@ class ScoringHTTPMiddleware:
             metrics = self.model.bound_metrics
             if metrics is not None:
                 metrics.request(protocol, time.perf_counter() - start, error_kind(status))
+
+
+def _encoded_separator(raw_path: bytes) -> str | None:
+    """``%2F`` or ``%5C`` when the raw path carries an encoded slash or backslash, else None."""
+    lowered = raw_path.lower()
+    for token in (b"%2f", b"%5c"):
+        if token in lowered:
+            return token.decode().upper()
+    return None
 
 
 async def _read_limited(scope: Scope, receive: Receive, limit: int) -> bytes | str | None:

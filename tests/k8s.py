@@ -5,10 +5,10 @@ Validation has three layers, chosen per object:
 * core kinds (Deployment, CronJob, NetworkPolicy, RBAC, ...) go through ``kubernetes_validate`` with the strict
   Kubernetes 1.30 schemas, which reject unknown fields;
 * custom resources with a CRD under ``tests/schemas/`` (KServe InferenceService, Prometheus Operator PodMonitor,
-  ServiceMonitor, PrometheusRule, the CSI driver's SecretProviderClass) are validated with ``jsonschema`` against the CRD's ``openAPIV3Schema``,
-  closed with ``additionalProperties: false`` wherever the schema lists ``properties`` (CRD schemas leave that
-  open, and the API server would silently prune an unknown field); their ``metadata`` is checked against the
-  strict ObjectMeta schema;
+  ServiceMonitor, PrometheusRule, the CSI driver's SecretProviderClass) are validated with ``jsonschema`` against
+  the CRD's ``openAPIV3Schema``, closed with ``additionalProperties: false`` wherever the schema lists
+  ``properties`` (CRD schemas leave that open, and the API server would silently prune an unknown field); their
+  ``metadata`` is checked against the strict ObjectMeta schema;
 * Istio kinds have no schema here: they are checked structurally (apiVersion, kind, name, a ``spec`` mapping).
 
 Anything else is an error, so no rendered object escapes validation.

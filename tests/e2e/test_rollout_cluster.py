@@ -1,4 +1,4 @@
-"""Canary rollout on a real cluster (KServe in Serverless mode, the chart installed). Skipped by default.
+"""Canary rollout on a real cluster (KServe in Knative (Serverless) mode, the chart installed). Skipped by default.
 
 Run with ``pytest -m e2e tests/e2e/test_rollout_cluster.py`` and:
 

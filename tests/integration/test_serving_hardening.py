@@ -102,6 +102,23 @@ def test_repository_routes_are_off_by_default(server: ServingProcess):
     assert http("GET", server.url + "/v2/health/ready")[0] == 200
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/v2%2Fmodels/{MODEL}",
+        f"/v2%2frepository/models/{MODEL}/unload",
+        f"/v2/models/{MODEL}%5Cinfer",
+        f"/v2/models%2F{MODEL}/infer",
+    ],
+)
+def test_encoded_slashes_in_the_path_are_refused_by_the_server_itself(server: ServingProcess, path: str):
+    """Defence in depth: the server refuses what a mesh's raw-path rules might let through (uvicorn decodes %2F)."""
+    for method in ("GET", "POST"):
+        status, raw, _ = http(method, server.url + path)
+        assert status == 400 and b"encoded" in raw, (method, path, raw)
+    assert http("POST", server.url + V2, _features(_rows()))[0] == 200
+
+
 def test_docs_and_openapi_are_not_served_with_docs_off(server: ServingProcess):
     for path in ("/openapi.json", "/docs", "/redoc"):
         assert http("GET", server.url + path)[0] == 404, path

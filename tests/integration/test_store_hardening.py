@@ -222,14 +222,17 @@ def frozen_s3(tmp_path: Path) -> Iterator[S3Server]:
             server.resume()
 
 
-def test_a_frozen_s3_store_fails_in_bounded_time_with_one_line(frozen_s3: S3Server, tmp_path: Path):
+def test_a_frozen_s3_store_fails_in_bounded_time_with_one_line(frozen_s3: S3Server, tmp_path: Path, small_features):
+    data = tmp_path / "features.parquet"
+    small_features.to_parquet(data)
     env = {
         **frozen_s3.env(),
         "FRAUD_STORE_URI": "s3://models/p",
         "FRAUD_STORE_TIMEOUT_SECONDS": "2",
         "FRAUD_CACHE_DIR": str(tmp_path / "cache"),
     }
-    for args in (["models", "list"], ["drift"]):
+    train = ["train", "--data", str(data), "--test-days", "10", "--max-iter", "5"]
+    for args in (["models", "list"], ["drift"], train):
         started = time.monotonic()
         proc = _fraud(args, env, timeout=120)
         elapsed = time.monotonic() - started
@@ -239,6 +242,8 @@ def test_a_frozen_s3_store_fails_in_bounded_time_with_one_line(frozen_s3: S3Serv
         assert "Traceback" not in err, err
         lines = [line for line in err.splitlines() if "error" in line.lower()]
         assert len(lines) == 1 and frozen_s3.endpoint in lines[0] + err, err
+        assert lines[0].startswith("error:") and "timed out" in lines[0].lower(), err
+    assert "training" not in err, "train reaches the store before it trains: a hung store fails before the work"
 
 
 def test_a_frozen_s3_store_raises_store_error_naming_it(frozen_s3: S3Server):

@@ -357,11 +357,10 @@ empty when bundleSigning.verifyKey is not set. Refuses a private key, whatever t
 {{- with include "fraud-detection.verifyKey" . }}
 - name: FRAUD_VERIFY_KEY
   value: {{ . | quote }}
-{{- else }}
-# No verify key: nothing is verified, so unsigned bundles are accepted from the store too (NOTES.txt warns).
-- name: FRAUD_TRUST_UNSIGNED
-  value: "true"
 {{- end }}
+{{- /* Unsigned bundles only when asked for (bundleSigning.trustUnsigned): without a key, nothing loads. */}}
+- name: FRAUD_TRUST_UNSIGNED
+  value: {{ ternary "true" "false" (.Values.bundleSigning.trustUnsigned | default false) | quote }}
 {{- end }}
 
 {{/*

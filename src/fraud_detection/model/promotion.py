@@ -207,6 +207,8 @@ def gate_and_register(
     if not c.decision.promote:
         return RegistrationResult(False, c.version, c.production_version, c.decision, c.candidate, c.production)
     registry.publish(Path(bundle_dir))
-    registry.set_alias(alias, c.version)
+    # Compare-and-swap against the production the candidate was judged against: if another run moved the alias
+    # meanwhile, the candidate never replaces a model it was not compared with (RegistryError names the winner).
+    registry.set_alias(alias, c.version, expected_previous=c.production_version or "")
     uri = registry.store.uri(registry.version_prefix(c.version)).rstrip("/")
     return RegistrationResult(True, c.version, c.version, c.decision, c.candidate, c.production, uri)

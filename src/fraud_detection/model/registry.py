@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from fraud_detection.model.bundle import (
     METADATA_FILE,
     SIGNATURE_FILE,
     Bundle,
+    BundleIntegrityError,
     BundleMetadata,
     BundleTrust,
     load_bundle,
@@ -318,16 +320,36 @@ class ModelRegistry:
         return self._fetch(version, expected, Path(dest))
 
     def _fetch(self, version: str, expected: str | None, dest: Path) -> Path:
+        """Download a version into ``dest/<version>`` (verified first), or verify the cached copy there.
+
+        A download goes to a temporary directory beside the target and is renamed into place only once verified;
+        a download that fails verification is removed and reported with the version's store URI (not the
+        temporary path). When another process cached the same version meanwhile, its copy is used (verified).
+        """
         check_version(version)
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / version
         if not (target / MANIFEST_FILE).exists():
+            prefix = self.version_prefix(version)
             tmp = Path(tempfile.mkdtemp(dir=dest, prefix=f".{version}."))
-            self.store.download_dir(self.version_prefix(version), tmp)
-            verify_signature(tmp, self.trust)
-            verify_bundle(tmp, expected)
-            tmp.rename(target)
-        verify_signature(target, self.trust)
+            try:
+                self.store.download_dir(prefix, tmp)
+                try:
+                    verify_signature(tmp, self.trust)
+                    verify_bundle(tmp, expected)
+                except BundleIntegrityError as exc:
+                    where = self.store.uri(prefix).rstrip("/")
+                    raise BundleIntegrityError(str(exc).replace(str(tmp), where)) from exc
+                try:
+                    tmp.rename(target)
+                    return target  # verified above, as downloaded
+                except OSError:
+                    if not (target / MANIFEST_FILE).exists():  # not a concurrent fetch of the same version
+                        raise
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+        verify_signature(target, self.trust)  # the cache may have been altered since it was written
         verify_bundle(target, expected)
         return target
 

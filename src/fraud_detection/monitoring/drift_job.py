@@ -24,8 +24,8 @@ from typing import Any, cast
 import pandas as pd
 
 from fraud_detection.data import schema
-from fraud_detection.model.bundle import SCORE_COLUMN
-from fraud_detection.model.registry import ModelRegistry
+from fraud_detection.model.bundle import SCORE_COLUMN, BundleIntegrityError
+from fraud_detection.model.registry import ModelRegistry, RegistryError
 from fraud_detection.monitoring.drift import DriftResult, compute_drift
 from fraud_detection.monitoring.labels import QualityRow, estimated_precision, load_labels, realised_quality
 from fraud_detection.store.base import ArtifactStore
@@ -50,7 +50,8 @@ class SkippedObject:
 
     Attributes:
         kind: ``payload_log`` (a partition object), ``labels`` (a label object) or ``model_version`` (logged rows of
-            a version the registry cannot load).
+            a version not in the registry, or of a non-production version whose bundle is incomplete, tampered or
+            wrongly signed: never unpickled).
         key: The store key, or the version.
         reason: Why, in one line.
     """
@@ -217,7 +218,14 @@ def run_drift_job(
             rows = int((window["model_version"].astype(str) == version).sum()) if len(window) else 0
             skip("model_version", version, f"{rows} logged row(s) of a version not in the registry")
             continue
-        bundle = registry.load(version, cache)
+        try:
+            bundle = registry.load(version, cache)
+        except (BundleIntegrityError, RegistryError, KeyError, ValueError) as exc:
+            if production is not None and version == str(production["version"]):
+                raise  # the served model itself is broken or forged: fail the run, visibly
+            rows = int((window["model_version"].astype(str) == version).sum()) if len(window) else 0
+            skip("model_version", version, f"{rows} logged row(s) of a version that cannot be loaded: {_one_line(exc)}")
+            continue
         current = window[window["model_version"].astype(str) == version] if len(window) else window
         stamp = f"{end:%Y%m%dT%H%M%SZ}"
         with tempfile.TemporaryDirectory() as tmp:

@@ -39,12 +39,13 @@ class ConflictingLabelsError(SchemaError):
     """One label file gives one transaction id both labels (0 and 1); nothing is ingested."""
 
 
-def validate_labels(df: pd.DataFrame, *, allow_conflicts: bool = False) -> pd.DataFrame:
+def validate_labels(df: pd.DataFrame, *, allow_conflicts: bool = False, source: str = "label file") -> pd.DataFrame:
     """Check and normalise a label frame.
 
     Args:
         df: Frame with ``transaction_id``, ``is_fraud`` (0/1) and ``reported_at`` (time).
         allow_conflicts: Keep the latest report of an id given both labels instead of refusing (stored objects).
+        source: What the frame came from, as error messages name it (e.g. ``label file labels.csv``).
 
     Rows repeating an id with the same label collapse to one (the latest ``reported_at``); an id given both labels
     in one file is refused (:class:`ConflictingLabelsError`). Across files, the latest report wins (a correction).
@@ -58,30 +59,30 @@ def validate_labels(df: pd.DataFrame, *, allow_conflicts: bool = False) -> pd.Da
     """
     missing = [c for c in LABEL_COLUMNS if c not in df.columns]
     if missing:
-        raise SchemaError(f"label file: missing column(s): {', '.join(missing)}")
+        raise SchemaError(f"{source}: missing column(s): {', '.join(missing)}")
     out = df.loc[:, list(LABEL_COLUMNS)].copy()
     if out[schema.TRANSACTION_ID].isna().any():
-        raise SchemaError(f"label file: column {schema.TRANSACTION_ID!r} has null ids")
+        raise SchemaError(f"{source}: column {schema.TRANSACTION_ID!r} has null ids")
     out[schema.TRANSACTION_ID] = out[schema.TRANSACTION_ID].astype(str)
     label = pd.to_numeric(out[schema.LABEL], errors="coerce")
     if not label.isin([0, 1]).all():
-        raise SchemaError(f"label file: column {schema.LABEL!r} must be 0 or 1")
+        raise SchemaError(f"{source}: column {schema.LABEL!r} must be 0 or 1")
     out[schema.LABEL] = label.astype("int8")
     reported = pd.to_datetime(out["reported_at"], utc=True, errors="coerce", format="mixed")
     if reported.isna().any():
         bad = out.loc[reported.isna(), "reported_at"].iloc[0]
-        raise SchemaError(f"label file: column 'reported_at' has an unparseable time, e.g. {bad!r}")
+        raise SchemaError(f"{source}: column 'reported_at' has an unparseable time, e.g. {bad!r}")
     out["reported_at"] = reported
     ids = out[schema.TRANSACTION_ID]
     labels_per_id = out.groupby(schema.TRANSACTION_ID)[schema.LABEL].nunique()
     conflicting = labels_per_id[labels_per_id > 1].index.tolist()
     if conflicting and not allow_conflicts:
         raise ConflictingLabelsError(
-            f"label file: {len(conflicting)} transaction id(s) labelled both 0 and 1, e.g. "
+            f"{source}: {len(conflicting)} transaction id(s) labelled both 0 and 1, e.g. "
             f"{', '.join(map(repr, conflicting[:EXAMPLES]))}: fix the file (one label per id) and ingest it again"
         )
     if ids.duplicated().any():
-        LOG.info("label file: %d repeated id(s) collapsed, the latest report kept", int(ids.duplicated().sum()))
+        LOG.info("%s: %d repeated id(s) collapsed, the latest report kept", source, int(ids.duplicated().sum()))
         out = out.sort_values("reported_at", kind="stable").drop_duplicates(schema.TRANSACTION_ID, keep="last")
         out = out.reset_index(drop=True)
     return out
@@ -102,6 +103,32 @@ def unknown_ids(labels: pd.DataFrame, known_keys: set[str], identifier_key: byte
 
     ids = labels[schema.TRANSACTION_ID].astype(str)
     return [i for i in ids if hash_identifier(i, identifier_key) not in known_keys]
+
+
+def label_changes(stored: pd.DataFrame, new: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Ids of a new batch whose label differs from the stored one, split by which report wins.
+
+    Across label objects the report with the latest ``reported_at`` wins (:func:`load_labels`; on a tie, the object
+    ingested later). A differing label in a new batch is therefore a correction when its report is at least as
+    recent as the stored one, and has no effect when the stored report is later.
+
+    Args:
+        stored: Labels already in the store (:func:`load_labels`).
+        new: The validated batch about to be ingested.
+
+    Returns:
+        (ids whose label the batch corrects, ids whose differing label is overridden by a later stored report),
+        each in the batch's order.
+    """
+    if stored.empty or new.empty:
+        return [], []
+    key = schema.TRANSACTION_ID
+    both = new.assign(**{key: new[key].astype(str)}).merge(
+        stored.assign(**{key: stored[key].astype(str)}), on=key, how="inner", suffixes=("", "_stored")
+    )  # in the batch's order; stored labels are one row per id
+    differs = both[schema.LABEL] != both[f"{schema.LABEL}_stored"]
+    newer = both["reported_at"] >= both["reported_at_stored"]
+    return both.loc[differs & newer, key].tolist(), both.loc[differs & ~newer, key].tolist()
 
 
 def read_label_file(path: Path) -> pd.DataFrame:
@@ -128,7 +155,7 @@ def read_label_file(path: Path) -> pd.DataFrame:
             raise SchemaError(f"label file {path}: cannot be read: {' '.join(str(exc).split())[:300]}") from exc
     if df.empty:
         raise SchemaError(f"label file {path}: no rows")
-    return validate_labels(df)
+    return validate_labels(df, source=f"label file {path}")
 
 
 def ingest_labels(store: ArtifactStore, labels: pd.DataFrame) -> str:

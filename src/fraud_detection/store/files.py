@@ -22,6 +22,10 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
     Yields:
         The temporary path to write.
+
+    Raises:
+        OSError: Writing or renaming failed; an error about the temporary file names ``path`` instead (the
+            temporary file is removed).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,6 +33,12 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         tmp.replace(path)
+    except OSError as exc:
+        if str(exc.filename) != str(tmp) and str(tmp) not in str(exc):
+            raise  # not about the temporary file (e.g. the writer's source failed): as it is
+        # Name the file the caller asked for, not the temporary one (the user never chose that name).
+        text = str(exc.strerror or exc).replace(str(tmp), str(path))
+        raise OSError(exc.errno, text, str(path)) from exc
     finally:
         tmp.unlink(missing_ok=True)
 

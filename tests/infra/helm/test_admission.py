@@ -98,9 +98,10 @@ def test_grpc_is_offered_where_kserve_allows_it(render: Render) -> None:
     (isvc,) = isvcs(grpc)
     assert isvc["metadata"]["name"] == "fraud-detector-grpc"
     assert predictor(grpc)["serviceAccountName"] == "fraud-detection"  # the main release's store identity
-    # Only what the second InferenceService needs: its own NetworkPolicy and PodMonitor select its pods.
+    # Only what the second InferenceService needs: its own NetworkPolicy and PodMonitor select its pods, and on AKS
+    # the SecretProviderClass its predictor mounts the Application Insights connection string from.
     kinds = {o["kind"] for o in grpc}
-    assert kinds == {"InferenceService", "NetworkPolicy", "PodMonitor"}, kinds
+    assert kinds == {"InferenceService", "NetworkPolicy", "PodMonitor", "SecretProviderClass"}, kinds
     for kind in ("NetworkPolicy", "PodMonitor"):
         spec = k8s.one(grpc, kind)["spec"]
         selector = spec.get("podSelector", spec.get("selector"))

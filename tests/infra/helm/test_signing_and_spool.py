@@ -79,6 +79,23 @@ def test_no_verify_key_by_default(render: Render, values: tuple[str, ...]) -> No
     assert verify_key_sites(render(values)) == []
 
 
+def trust_unsigned(objects: list[dict[str, Any]]) -> list[str]:
+    """FRAUD_TRUST_UNSIGNED of the predictor, the drift job and the pipeline ConfigMap, in that order."""
+    return [
+        k8s.env_of(serve_container(objects))["FRAUD_TRUST_UNSIGNED"],
+        k8s.env_of(drift_container(objects))["FRAUD_TRUST_UNSIGNED"],
+        pipeline_config(objects)["FRAUD_TRUST_UNSIGNED"],
+    ]
+
+
+def test_nothing_unsigned_is_trusted_by_default_with_or_without_a_key(render: Render, tmp_path: Path) -> None:
+    assert trust_unsigned(render()) == ["false", "false", "false"]
+    assert trust_unsigned(render(with_key(tmp_path))) == ["false", "false", "false"]
+    (tmp_path / "development").mkdir()  # another file name: renders are cached by their values files
+    development = values_file(tmp_path / "development", {"bundleSigning": {"trustUnsigned": True}})
+    assert trust_unsigned(render(development)) == ["true", "true", "true"]
+
+
 @pytest.mark.parametrize("key", [PUBLIC_PEM, RAW_BASE64], ids=["pem", "raw-base64"])
 def test_verify_key_in_predictor_drift_job_and_pipeline(render: Render, tmp_path: Path, key: str) -> None:
     objects = render(with_key(tmp_path, key))
@@ -202,7 +219,7 @@ def notes(chart: Path, dest: Path, values: tuple[str, ...] = ()) -> str:
     return str(k8s.one(objects, "ConfigMap", "notes-probe")["data"]["notes"])
 
 
-def test_notes_warn_without_a_verify_key(chart: Path, tmp_path: Path) -> None:
-    warning = "WARNING: bundleSigning.verifyKey is not set"
-    assert warning in notes(chart, tmp_path / "without")
-    assert warning not in notes(chart, tmp_path / "with", with_key(tmp_path))
+def test_notes_say_nothing_loads_without_a_verify_key(chart: Path, tmp_path: Path) -> None:
+    note = "NOTE: bundleSigning.verifyKey is not set, so the predictor, the drift job and the pipeline refuse every"
+    assert note in " ".join(notes(chart, tmp_path / "without").split())
+    assert note not in " ".join(notes(chart, tmp_path / "with", with_key(tmp_path)).split())

@@ -72,6 +72,19 @@ def test_an_unwritable_output_is_one_line(tmp_path: Path, tx: pd.DataFrame):
     )
 
 
+@pytest.mark.parametrize("output", ["/proc/f.parquet", "/proc/nope/f.parquet", "{data}/sub/f.parquet"])
+def test_an_unwritable_output_is_refused_before_any_work_naming_it(output: str, tmp_path: Path, tx: pd.DataFrame):
+    data = tmp_path / "tx.csv"
+    tx.to_csv(data, index=False)
+    output = output.format(data=data)
+    result = runner.invoke(app, ["features", "--data", str(data), "--output", output])
+    assert result.exit_code == 2, result.output
+    text = "".join(result.output.split())  # rich may wrap a long path anywhere
+    assert f"error:--output{output}:" in text and ".tmp" not in text, result.output
+    assert "buildingfeatures" not in text, "the output is checked before the work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tx.csv"]
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -119,9 +132,25 @@ def test_conflicting_labels_for_one_id_are_refused_by_name(tmp_path: Path):
     labels.write_text("transaction_id,is_fraud,reported_at\nt1,1,2026-01-01\nt1,0,2026-01-02\nt2,1,2026-01-01\n")
     store = tmp_path / "store"
     _fails_cleanly(
-        ["labels", "ingest", str(labels), "--store", str(store)], "1 transaction id(s) labelled both 0 and 1"
+        ["labels", "ingest", str(labels), "--store", str(store)],
+        f"label file {labels}: 1 transaction id(s) labelled both 0 and 1, e.g. 't1'",
     )
     assert not (store / "labels").exists()
+
+
+def test_labels_changing_stored_ones_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Across files the latest reported_at wins (documented); each ingest says how many labels it changes."""
+    monkeypatch.delenv("FRAUD_ONLINE_STORE", raising=False)
+    store = tmp_path / "store"
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("transaction_id,is_fraud,reported_at\nt1,1,2026-01-05\nt2,0,2026-01-05\n")
+    second.write_text("transaction_id,is_fraud,reported_at\nt1,0,2026-01-06\nt2,1,2026-01-01\n")
+    assert runner.invoke(app, ["labels", "ingest", str(first), "--store", str(store)]).exit_code == 0
+    result = runner.invoke(app, ["labels", "ingest", str(second), "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "1 label(s) correct an earlier stored label of the same id (the latest reported_at wins), e.g. t1" in text
+    assert "1 label(s) differ from a later stored report of the same id and take no effect" in text and "t2" in text
 
 
 def test_repeated_identical_labels_collapse(tmp_path: Path):
@@ -148,3 +177,31 @@ def test_drift_on_an_empty_store_is_one_line_and_exit_0(tmp_path: Path, monkeypa
     result = runner.invoke(app, ["drift", "--store", str(tmp_path / "empty")])
     assert result.exit_code == 0, result.output
     assert "nothing to monitor" in result.output and result.exception is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["simulate", "--days", "1000000"], "error: Invalid value for '--days'"),
+        (["simulate", "--drift-amount-factor", "-3"], "error: Invalid value for '--drift-amount-factor'"),
+        (["no-such-command"], "error: No such command 'no-such-command'."),
+        (["train", "--no-such-flag"], "error: No such option: --no-such-flag"),
+    ],
+)
+def test_the_fraud_command_reports_a_bad_flag_in_one_line(args: list[str], message: str):
+    """As a user runs it (the console script's entry point): one ``error:`` line on stderr and exit 2, no box."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "60"},
+    )
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+    assert "╭" not in done.stderr and "Traceback" not in done.stderr

@@ -119,3 +119,24 @@ def test_served_v2_response_carries_the_gate_scores(bundles, test_rows, tmp_path
     wire = {o["name"]: o["data"] for o in body["outputs"]}
     np.testing.assert_array_equal(np.asarray(wire["fraud_score"], dtype=np.float32), c.scores.astype(np.float32))
     assert list(wire["is_fraud"]) == (c.scores >= c.threshold).tolist()
+
+
+def test_a_candidate_never_replaces_a_production_it_was_not_compared_with(bundles, test_rows, tmp_path, monkeypatch):
+    """Production moves while the candidate is being judged: the gate's alias move fails and production stays."""
+    from fraud_detection.model.registry import RegistryError
+
+    registry = ModelRegistry(LocalStore(tmp_path / "store"), "fraud-detector")
+    assert gate_and_register(registry, bundles["logreg"], test_rows, cache_dir=tmp_path / "cache").registered
+    other = registry.publish(bundles["rf"])
+    publish = registry.publish
+
+    def publish_while_someone_promotes(bundle_dir: Path) -> str:
+        registry.set_alias("production", other)  # another run's promote lands between comparison and move
+        return publish(bundle_dir)
+
+    monkeypatch.setattr(registry, "publish", publish_while_someone_promotes)
+    with pytest.raises(RegistryError, match="not moved"):
+        gate_and_register(
+            registry, bundles["hgb"], test_rows, cache_dir=tmp_path / "cache", min_ap_gain=-1.0, max_cp_loss=1.0
+        )
+    assert registry.get_alias("production")["version"] == other

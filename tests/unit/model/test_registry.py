@@ -101,3 +101,51 @@ def test_s3_uri_without_endpoint_or_bucket_is_a_clear_error():
         open_store("s3://bucket/prefix")
     with pytest.raises(StoreError, match="unsupported scheme"):
         open_store("gs://bucket")
+
+
+def test_a_tampered_download_names_the_store_and_leaves_nothing_in_the_cache(tiny_bundle: Path, tmp_path: Path):
+    from fraud_detection.model.bundle import BundleIntegrityError
+
+    store = LocalStore(tmp_path / "store")
+    reg = ModelRegistry(store, "fraud-detector")
+    version = reg.publish(tiny_bundle)
+    store.write_bytes(reg.version_prefix(version) + "model.joblib", b"not the published model")
+    cache = tmp_path / "cache"
+    where = store.uri(reg.version_prefix(version)).rstrip("/")
+    with pytest.raises(BundleIntegrityError, match=r"model\.joblib digest") as failure:
+        reg.load(version, cache)
+    assert f"bundle {where}:" in str(failure.value), "the message names the version in the store, not a temp dir"
+    assert list(cache.iterdir()) == [], "the refused download was removed"
+
+
+def test_concurrent_fetches_of_one_version_into_one_cache_all_succeed(tiny_bundle: Path, tmp_path: Path):
+    """Two processes (a server and the drift job) sharing a cache: the slower rename finds the version there."""
+    import threading
+
+    reg = ModelRegistry(LocalStore(tmp_path / "store"), "fraud-detector")
+    version = reg.publish(tiny_bundle)
+    cache = tmp_path / "cache"
+    barrier = threading.Barrier(4, timeout=30)
+    original = reg.store.download_dir
+    results: list[object] = []
+
+    def download_then_wait(prefix: str, local: Path) -> Path:
+        out = original(prefix, local)
+        barrier.wait()  # every fetch has downloaded before any renames
+        return out
+
+    reg.store.download_dir = download_then_wait  # type: ignore[method-assign]
+
+    def fetch() -> None:
+        try:
+            results.append(reg.fetch(version, cache))
+        except Exception as exc:  # reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [cache / version] * 4, results
+    assert sorted(p.name for p in cache.iterdir()) == [version], "no temporary download left behind"

@@ -112,6 +112,7 @@ def test_a_corrupt_labels_object_is_skipped_and_the_others_are_used(store_with_t
     result = _run(store, tmp_path)
     assert {s.key for s in result.skipped if s.kind == "labels"} == {k for k, _ in skipped}
     assert result.versions[0].quality
+    assert _skipped_total(result) == {"payload_log": 0.0, "labels": 2.0, "model_version": 0.0}
 
 
 def test_rows_of_a_version_not_in_the_registry_are_skipped(store_with_traffic, tiny_bundle, small_features, tmp_path):
@@ -120,6 +121,42 @@ def test_rows_of_a_version_not_in_the_registry_are_skipped(store_with_traffic, t
     result = _run(store, tmp_path)
     assert [v.model_version for v in result.versions] == [version]
     assert [(s.kind, s.key) for s in result.skipped] == [("model_version", "v-unknown")]
+    assert _skipped_total(result) == {"payload_log": 0.0, "labels": 0.0, "model_version": 1.0}
+
+
+def _second_version(store: LocalStore, tiny_bundle: Path, tmp_path: Path) -> str:
+    """The tiny bundle published again under another version id (a former canary, say)."""
+    from tests.unit.model.test_registry_aliases import _two_versions
+
+    local, _, second = _two_versions(tiny_bundle, tmp_path / "two")
+    ModelRegistry(store, MODEL).publish(local.store.root / local.version_prefix(second))  # type: ignore[attr-defined]
+    return second
+
+
+def test_rows_of_a_version_whose_bundle_is_tampered_are_skipped_and_never_unpickled(
+    store_with_traffic, tiny_bundle, small_features, tmp_path, caplog
+):
+    store, version = store_with_traffic
+    other = _second_version(store, tiny_bundle, tmp_path)
+    _log(store, tiny_bundle, small_features.sample(60, random_state=2), other)
+    store.write_bytes(ModelRegistry(store, MODEL).version_prefix(other) + "model.joblib", b"not the published model")
+    with caplog.at_level(logging.WARNING):
+        result = _run(store, tmp_path)
+    assert [v.model_version for v in result.versions] == [version]
+    assert [(s.kind, s.key) for s in result.skipped] == [("model_version", other)]
+    assert "60 logged row(s)" in result.skipped[0].reason and "model.joblib digest" in result.skipped[0].reason
+    assert store.uri(f"models/{MODEL}/versions/{other}") in result.skipped[0].reason
+    assert _skipped_total(result)["model_version"] == 1.0
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")], "a refused download was left"
+
+
+def test_a_tampered_production_still_fails_the_run(store_with_traffic, tmp_path):
+    from fraud_detection.model.bundle import BundleIntegrityError
+
+    store, version = store_with_traffic
+    store.write_bytes(ModelRegistry(store, MODEL).version_prefix(version) + "model.joblib", b"forged")
+    with pytest.raises(BundleIntegrityError, match=r"model\.joblib digest"):
+        _run(store, tmp_path)
 
 
 def test_an_empty_store_is_nothing_to_monitor(tmp_path):
@@ -151,3 +188,23 @@ def test_the_cron_entry_exits_0_with_a_warning_when_objects_were_skipped(
 
     assert entry.main() == 0
     assert "skipped 1 bad object" in caplog.text and "corrupt.parquet" in caplog.text
+
+
+def test_the_cron_entry_on_a_dead_store_is_one_error_line_and_exit_1(tmp_path, monkeypatch, caplog):
+    from monitoring import drift_job as entry
+    from tests.helpers.net import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("FRAUD_STORE_URI", "s3://models/p")
+    monkeypatch.setenv("FRAUD_S3_ENDPOINT", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
+    monkeypatch.setenv("FRAUD_STORE_TIMEOUT_SECONDS", "2")
+    monkeypatch.setenv("FRAUD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("FRAUD_PUSHGATEWAY_URL", raising=False)
+    monkeypatch.delenv("FRAUD_PAYLOAD_LOG_URI", raising=False)
+    with caplog.at_level(logging.INFO):
+        assert entry.main() == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and not errors[0].exc_info, caplog.text
+    assert errors[0].getMessage().startswith("drift job failed: S3 store at " + endpoint)

@@ -8,6 +8,7 @@ from fraud_detection.data.schema import SchemaError
 from fraud_detection.monitoring.labels import (
     estimated_precision,
     ingest_labels,
+    label_changes,
     load_labels,
     read_label_file,
     realised_quality,
@@ -55,6 +56,22 @@ def test_ingested_labels_round_trip_and_latest_report_wins(tmp_path):
     )
     labels = load_labels(store)
     assert len(labels) == 1 and labels["is_fraud"].iloc[0] == 1
+
+
+def _labels(rows: list[tuple[str, int, str]]) -> pd.DataFrame:
+    return validate_labels(pd.DataFrame(rows, columns=["transaction_id", "is_fraud", "reported_at"]))
+
+
+def test_label_changes_say_which_report_wins_as_load_labels_does(tmp_path):
+    store = LocalStore(tmp_path)
+    ingest_labels(store, _labels([("a", 1, "2024-01-05"), ("b", 0, "2024-01-05"), ("c", 1, "2024-01-05")]))
+    batch = _labels([("a", 0, "2024-01-06"), ("b", 1, "2024-01-01"), ("c", 1, "2024-01-09"), ("new", 1, "2024-01-01")])
+    corrected, overridden = label_changes(load_labels(store), batch)
+    assert (corrected, overridden) == (["a"], ["b"])
+    ingest_labels(store, batch)
+    effective = load_labels(store).set_index("transaction_id")["is_fraud"].to_dict()
+    assert effective == {"a": 0, "b": 0, "c": 1, "new": 1}, "the counts describe what load_labels then does"
+    assert label_changes(load_labels(store).iloc[:0], batch) == ([], [])
 
 
 def test_realised_quality_per_maturity_window():

@@ -132,3 +132,19 @@ def test_write_json_that_fails_to_serialise_keeps_the_old_file(tmp_path: Path):
         write_json(path, circular)
     assert json.loads(path.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["doc.json"]
+
+
+def test_a_failed_write_names_the_destination_not_the_temporary_file(tmp_path: Path):
+    path = tmp_path / "out.bin"
+    (path / "occupied").mkdir(parents=True)  # the rename onto it fails
+    with pytest.raises(IsADirectoryError) as failure, atomic_file(path) as tmp:
+        tmp.write_bytes(b"x")
+    assert failure.value.__cause__.filename == str(tmp)  # type: ignore[union-attr]
+    assert failure.value.filename == str(path) and str(tmp) not in str(failure.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"] and (path / "occupied").is_dir()
+
+
+def test_an_error_not_about_the_file_is_raised_as_it_is(tmp_path: Path):
+    with pytest.raises(ConnectionResetError, match="source went away") as failure, atomic_file(tmp_path / "o.bin"):
+        raise ConnectionResetError(104, "source went away")
+    assert failure.value.filename is None
