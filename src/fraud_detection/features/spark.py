@@ -1,0 +1,441 @@
+"""The Spark executor of the feature declarations (:mod:`fraud_detection.features.definitions`).
+
+Same windows, same sums, same derived features as the in-memory executor (:mod:`fraud_detection.features.offline`),
+for histories that outgrow one machine. The only module that imports pyspark.
+
+How a window's sums are computed. Every window bound of :func:`~fraud_detection.features.definitions.window_bounds`
+is a tile bound: ``floor(t, g) - K`` with ``g`` a tile width (a minute or an hour) and ``K`` a whole number of tiles
+(:func:`tile_bound`, which reads ``g`` and ``K`` off ``window_bounds`` itself and checks them on every second of two
+days). So the entity's events before a bound are those whose tile start ``floor(e, g)`` is at most
+``floor(t, g) - K - 1``: a running sum over the entity's rows ordered by ``floor(e, g)`` with the frame
+``rangeBetween(unboundedPreceding, -K - 1)``. A window's count and sums are the difference of two such prefix sums
+(end minus start): exact long integers, one sort per entity and tile width, and a growing frame that Spark evaluates
+incrementally (a sliding frame would be re-aggregated row by row). Same-second and same-minute events and events
+exactly on a bound fall on the same side as in the other executors because the frames compare the same integers.
+
+The model inputs then come from :func:`~fraud_detection.features.definitions.derive_matrix` applied to Arrow batches
+(``mapInPandas``: vectorised numpy over thousands of rows at a time, not a per-row UDF), so they are the in-memory
+executor's float operations on the same integers: equal, bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F  # noqa: N812 (the usual name)
+from pyspark.sql import types as T  # noqa: N812
+
+from fraud_detection.data import schema
+from fraud_detection.features.definitions import (
+    AGGREGATES,
+    CUSTOMER_WINDOWS,
+    HOUR,
+    MINUTE,
+    SECONDS_PER_DAY,
+    TERMINAL_WINDOWS,
+    WindowSpec,
+    derive_matrix,
+    window_bounds,
+)
+from fraud_detection.features.engine import SparkJobError, check_spark_output, input_files, require_spark
+from fraud_detection.features.offline import FeatureConfig
+
+LOG = logging.getLogger(__name__)
+
+DAY = "day"
+_SEC, _SINCE, _CENTS, _SQ, _LABEL, _ONE = "_sec", "_since", "_cents", "_sq", "_label", "_one"
+#: Customer aggregates (count, cents, squared cents) and terminal aggregates (count, frauds) as columns to sum.
+_CUSTOMER_VALUES = {"n": _ONE, "s": _CENTS, "q": _SQ}
+_TERMINAL_VALUES = {"n": _ONE, "f": _LABEL}
+#: Start of the probe for reading tile bounds off window_bounds: a day boundary (2024-10-04), then every second of
+#: two days (so every residue of a minute, an hour and a day).
+_PROBE_START = 20_000 * SECONDS_PER_DAY
+_TILE_WIDTHS = (MINUTE, HOUR, SECONDS_PER_DAY)
+
+
+def spark_session(
+    master: str = "local[*]",
+    app_name: str = "fraud-features",
+    driver_memory: str = "4g",
+    shuffle_partitions: int = 16,
+) -> SparkSession:
+    """A Spark session for the feature job: loopback only, no UI, UTC, Parquet nanosecond timestamps readable.
+
+    Args:
+        master: Spark master (``local[*]`` here; the Spark Operator sets its own in a cluster).
+        app_name: Application name.
+        driver_memory: JVM heap of the driver (in local mode, the whole engine's heap).
+        shuffle_partitions: Partitions after a shuffle (adaptive execution coalesces small ones).
+
+    Returns:
+        The session (an existing one is reused).
+
+    Raises:
+        SparkUnavailableError: Java or pyspark is missing.
+    """
+    require_spark()
+    # Python workers (mapInPandas) run this interpreter, so they see the same numpy and the same package.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Block manager and shuffle service on loopback too (else Spark picks the host's first non-loopback address).
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.sql.adaptive.enabled", "true")
+        # pandas/pyarrow write TIMESTAMP(NANOS); Spark reads them as longs (epoch nanoseconds) with this flag.
+        .config("spark.sql.legacy.parquet.nanosAsLong", "true")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session
+
+
+def _probe() -> np.ndarray:
+    return _PROBE_START + np.arange(0, 2 * SECONDS_PER_DAY + 1, dtype=np.int64)
+
+
+def tile_bound(bounds: np.ndarray) -> tuple[int, int]:
+    """Read a window bound as ``floor(t, g) - K`` off its values on the probe seconds.
+
+    Args:
+        bounds: The bound (start or end of :func:`window_bounds`) for every second of :func:`_probe`.
+
+    Returns:
+        (g, K): the tile width and the offset in seconds, a whole number of tiles.
+
+    Raises:
+        ValueError: The bound is not a tile bound (a new kind of window this executor does not know).
+    """
+    probe = _probe()
+    for width in _TILE_WIDTHS:
+        offset = (probe - probe % width) - bounds
+        if (offset == offset[0]).all() and offset[0] % width == 0:
+            return width, int(offset[0])
+    raise ValueError("a window bound is not floor(t, tile) - whole tiles: the Spark executor cannot express it")
+
+
+def window_tiles(spec: WindowSpec, label_delay_days: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A window's start and end as tile bounds, from :func:`window_bounds` (the declarations' own arithmetic).
+
+    Args:
+        spec: The window.
+        label_delay_days: The label delay.
+
+    Returns:
+        ((g, K) of the start, (g, K) of the end).
+    """
+    start, end = window_bounds(_probe(), spec, label_delay_days)
+    return tile_bound(start), tile_bound(end)
+
+
+def _tile_start(width: int) -> Column:
+    """``floor(t, width)`` in epoch seconds, as window_bounds writes it (``t - t % width``; t >= 0)."""
+    sec = F.col(_SEC)
+    return sec - F.pmod(sec, F.lit(width))
+
+
+def _window_sums(
+    entity: str, windows: tuple[WindowSpec, ...], values: Mapping[str, str], label_delay_days: int
+) -> dict[str, Column]:
+    """Each window's count and sums as the difference of two prefix sums over the entity's rows."""
+    prefix: dict[tuple[int, int, str], Column] = {}
+
+    def before(bound: tuple[int, int], value: str) -> Column:
+        width, offset = bound
+        if (width, offset, value) not in prefix:
+            frame = (
+                Window.partitionBy(entity)
+                .orderBy(_tile_start(width))
+                .rangeBetween(Window.unboundedPreceding, -offset - 1)
+            )
+            prefix[width, offset, value] = F.coalesce(F.sum(F.col(value)).over(frame), F.lit(0).cast("long"))
+        return prefix[width, offset, value]
+
+    out: dict[str, Column] = {}
+    for spec in windows:
+        start, end = window_tiles(spec, label_delay_days)
+        for name, value in values.items():
+            out[f"{spec.name}_{name}"] = before(end, value) - before(start, value)
+    return out
+
+
+def build_features_spark(raw: DataFrame, config: FeatureConfig | None = None) -> DataFrame:
+    """The feature frame of raw transactions on Spark, equal to :func:`fraud_detection.features.offline.build_features`.
+
+    Args:
+        raw: Transactions with the contract's columns (:func:`read_transactions_spark` gives them): ``event_time`` a
+            timestamp, ``amount`` a number; ``customer_since`` (timestamp, used when no value is null) and
+            ``is_fraud`` (0/1; without it the terminal fraud rates are 0) optional.
+        config: Feature parameters.
+
+    Returns:
+        ``transaction_id``, ``event_time``, ``customer_id``, the features of
+        :data:`fraud_detection.data.schema.FEATURES` as doubles, and ``is_fraud`` when the input has it (lazy; in no
+        particular order).
+    """
+    cfg = config or FeatureConfig()
+    has_label = schema.LABEL in raw.columns
+    keys = [schema.TRANSACTION_ID, schema.EVENT_TIME, schema.CUSTOMER_ID]
+    inputs = aggregates_spark(raw, cfg)
+    out_schema = T.StructType(
+        [
+            *(raw.schema[k] for k in keys),
+            *(T.StructField(name, T.DoubleType(), False) for name in schema.FEATURES),
+            *([T.StructField(schema.LABEL, T.LongType(), True)] if has_label else []),
+        ]
+    )
+    night_end_hour = cfg.night_end_hour
+
+    def derive(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            matrix = derive_matrix(
+                batch[_SEC].to_numpy(dtype=np.int64),
+                batch[schema.AMOUNT].to_numpy(dtype=np.float64),
+                batch[_SINCE].to_numpy(dtype=np.int64),
+                batch[list(AGGREGATES)].to_numpy(dtype=np.int64),
+                night_end_hour,
+            )
+            out = batch[keys].reset_index(drop=True)
+            features = pd.DataFrame(matrix, columns=list(schema.FEATURES))
+            parts = [out, features]
+            if has_label:
+                parts.append(batch[[_LABEL]].rename(columns={_LABEL: schema.LABEL}).reset_index(drop=True))
+            yield pd.concat(parts, axis=1)
+
+    return inputs.mapInPandas(derive, out_schema)
+
+
+def aggregates_spark(raw: DataFrame, config: FeatureConfig) -> DataFrame:
+    """Each transaction's window aggregates (:data:`AGGREGATES`, exact longs) beside what derive_matrix needs.
+
+    Args:
+        raw: Transactions (see :func:`build_features_spark`).
+        config: Feature parameters.
+
+    Returns:
+        ``transaction_id``, ``event_time``, ``customer_id``, ``_sec`` (epoch seconds), ``amount``, ``_since`` (epoch
+        seconds), the aggregates, and ``_label`` when the input has labels.
+    """
+    cfg = config
+    has_label = schema.LABEL in raw.columns
+    use_since = schema.CUSTOMER_SINCE in raw.columns and not raw.filter(F.col(schema.CUSTOMER_SINCE).isNull()).take(1)
+    cents = F.rint(F.col(schema.AMOUNT).cast("double") * 100.0).cast("long")
+    frame = raw.select(
+        F.col(schema.TRANSACTION_ID),
+        F.col(schema.EVENT_TIME),
+        F.col(schema.CUSTOMER_ID),
+        F.col(schema.TERMINAL_ID),
+        F.col(schema.AMOUNT).cast("double").alias(schema.AMOUNT),
+        F.unix_seconds(F.col(schema.EVENT_TIME)).alias(_SEC),
+        (F.unix_seconds(F.col(schema.CUSTOMER_SINCE)) if use_since else F.lit(None).cast("long")).alias(_SINCE),
+        (F.col(schema.LABEL).cast("long") if has_label else F.lit(0).cast("long")).alias(_LABEL),
+        cents.alias(_CENTS),
+        (cents * cents).alias(_SQ),
+        F.lit(1).cast("long").alias(_ONE),
+    )
+    if not use_since:
+        # Tenure counts from the customer's first transaction in the data.
+        frame = frame.withColumn(_SINCE, F.min(_SEC).over(Window.partitionBy(schema.CUSTOMER_ID)))
+    customer = _window_sums(schema.CUSTOMER_ID, CUSTOMER_WINDOWS, _CUSTOMER_VALUES, cfg.label_delay_days)
+    frame = frame.select(*frame.columns, *(col.alias(name) for name, col in customer.items()))
+    terminal = _window_sums(schema.TERMINAL_ID, TERMINAL_WINDOWS, _TERMINAL_VALUES, cfg.label_delay_days)
+    frame = frame.select(*frame.columns, *(col.alias(name) for name, col in terminal.items()))
+    keys = [schema.TRANSACTION_ID, schema.EVENT_TIME, schema.CUSTOMER_ID]
+    return frame.select(*keys, _SEC, schema.AMOUNT, _SINCE, *AGGREGATES, *([_LABEL] if has_label else []))
+
+
+def read_transactions_spark(
+    spark: SparkSession, path: str | Path, column_map: Mapping[str, str] | None = None
+) -> DataFrame:
+    """Read raw transactions (Parquet or CSV, a file or a directory) into the contract's columns and check them.
+
+    The checks are the in-memory reader's, in one pass: missing columns, null ids or times, negative or non-finite
+    amounts, labels other than 0/1 (duplicate transaction ids are not looked for: that would cost a shuffle).
+
+    Args:
+        spark: The session.
+        path: A ``.parquet``, ``.csv`` or ``.csv.gz`` file, or a directory of Parquet (else CSV) files. Local paths
+            only: ``s3://`` needs Hadoop's S3A connector (hadoop-aws and the AWS SDK jars), which pyspark does not
+            ship.
+        column_map: Source column name to contract column name; the handbook's names are recognised without it.
+
+    Returns:
+        ``transaction_id``, ``customer_id``, ``terminal_id`` (strings), ``event_time`` (timestamp), ``amount``
+        (double), and ``customer_since`` (timestamp) and ``is_fraud`` (int) when present.
+
+    Raises:
+        SchemaError: Unknown format, missing file, missing column, or rows that break the contract.
+    """
+    text = str(path)
+    if "://" in text:
+        raise schema.SchemaError(
+            f"input {text}: the Spark engine reads local paths only (s3:// needs Hadoop's S3A connector, which is "
+            "not installed): copy the files to a local directory"
+        )
+    local = Path(text)
+    if not local.exists():
+        raise schema.SchemaError(f"input {local}: no such file or directory")
+    files = input_files(local)
+    if not files or not all(f.suffix == ".parquet" or f.name.endswith((".csv", ".csv.gz")) for f in files):
+        raise schema.SchemaError(f"input {local}: unknown format (expected .csv, .csv.gz, .parquet or a directory)")
+    names = [str(f) for f in files]
+    parquet = files[0].suffix == ".parquet"
+    df = spark.read.parquet(*names) if parquet else spark.read.option("header", "true").csv(names)
+    mapping = {**schema.HANDBOOK_COLUMN_MAP, **(column_map or {})}
+    for src, dst in mapping.items():
+        if src in df.columns and dst not in df.columns:
+            df = df.withColumnRenamed(src, dst)
+    missing = [c for c in schema.RAW_REQUIRED if c not in df.columns]
+    if missing:
+        raise schema.SchemaError(f"missing column(s): {', '.join(missing)} (found: {', '.join(df.columns)})")
+    cols = [
+        *(F.col(c).cast("string").alias(c) for c in (schema.TRANSACTION_ID, schema.CUSTOMER_ID, schema.TERMINAL_ID)),
+        _timestamp(df, schema.EVENT_TIME),
+        F.col(schema.AMOUNT).cast("double").alias(schema.AMOUNT),
+    ]
+    if schema.CUSTOMER_SINCE in df.columns:
+        cols.append(_timestamp(df, schema.CUSTOMER_SINCE))
+    if schema.LABEL in df.columns:
+        cols.append(F.col(schema.LABEL).cast("int").alias(schema.LABEL))
+    out = df.select(*cols)
+    _check(out)
+    return out
+
+
+def _timestamp(df: DataFrame, name: str) -> Column:
+    """A time column as a timestamp: Parquet nanoseconds (read as longs), Spark timestamps, or text (CSV)."""
+    kind = df.schema[name].dataType
+    col = F.col(name)
+    if isinstance(kind, T.LongType | T.IntegerType):
+        return F.timestamp_micros(F.floor(col / 1000).cast("long")).alias(name)
+    if isinstance(kind, T.TimestampType | T.TimestampNTZType | T.DateType):
+        return col.cast("timestamp").alias(name)
+    return F.to_timestamp(col).alias(name)
+
+
+def _check(out: DataFrame) -> None:
+    """The contract's row checks in one aggregation; raises SchemaError naming the column and the problem."""
+    amount = F.col(schema.AMOUNT)
+    checks: dict[str, tuple[Column, str]] = {
+        f"null_{c}": (F.col(c).isNull(), f"column {c!r}: {{}} null value(s)")
+        for c in (schema.TRANSACTION_ID, schema.CUSTOMER_ID, schema.TERMINAL_ID)
+    }
+    checks["time"] = (
+        F.col(schema.EVENT_TIME).isNull(),
+        f"column {schema.EVENT_TIME!r}: {{}} missing or unparseable time(s)",
+    )
+    checks["amount"] = (
+        amount.isNull() | F.isnan(amount) | (F.abs(amount) == float("inf")),
+        f"column {schema.AMOUNT!r}: {{}} missing, non-numeric or non-finite value(s)",
+    )
+    checks["negative"] = (amount < 0, f"column {schema.AMOUNT!r}: {{}} negative amount(s)")
+    if schema.LABEL in out.columns:
+        label = F.col(schema.LABEL)
+        checks["label"] = (label.isNull() | ~label.isin(0, 1), f"column {schema.LABEL!r}: {{}} value(s) not 0/1")
+    counts = out.agg(*(F.sum(F.when(cond, 1).otherwise(0)).alias(k) for k, (cond, _) in checks.items())).first()
+    if counts is None:
+        raise schema.SchemaError("input: no rows")
+    for key, (_, message) in checks.items():
+        if counts[key]:
+            raise schema.SchemaError(message.format(counts[key]))
+
+
+def with_day(frame: DataFrame) -> DataFrame:
+    """Add the ``day`` partition column: the UTC date of ``event_time``."""
+    days = F.floor(F.unix_seconds(F.col(schema.EVENT_TIME)) / SECONDS_PER_DAY).cast("int")
+    return frame.withColumn(DAY, F.date_from_unix_date(days))
+
+
+def write_features_spark(frame: DataFrame, output: str | Path) -> Path:
+    """Write a feature frame as Parquet partitioned by day (``output/day=YYYY-MM-DD/part-*.parquet``).
+
+    Written under a temporary name beside ``output`` and renamed when complete, so a reader never sees half a
+    result. An existing ``output`` is replaced only if it is an earlier Spark output (it holds ``_SUCCESS``).
+
+    Args:
+        frame: The feature frame (:func:`build_features_spark`).
+        output: Destination directory.
+
+    Returns:
+        The destination.
+
+    Raises:
+        ValueError: ``output`` exists and is not an earlier Spark output.
+    """
+    import shutil
+
+    target = Path(output)
+    check_spark_output(target)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with_day(frame).repartition(DAY).write.partitionBy(DAY).parquet(str(tmp))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def run_spark_features(
+    data: str | Path,
+    output: str | Path,
+    column_map: Mapping[str, str] | None = None,
+    config: FeatureConfig | None = None,
+    master: str = "local[*]",
+    driver_memory: str = "4g",
+) -> int:
+    """Read raw transactions, build their features on Spark and write them partitioned by day (``fraud features``).
+
+    Args:
+        data: Raw transactions (see :func:`read_transactions_spark`).
+        output: Destination directory (see :func:`write_features_spark`).
+        column_map: Source column name to contract column name.
+        config: Feature parameters.
+        master: Spark master.
+        driver_memory: The driver's JVM heap.
+
+    Returns:
+        The number of feature rows written.
+
+    Raises:
+        SparkUnavailableError: Java or pyspark is missing.
+        SparkJobError: Spark failed (the message is its error, on one line).
+        SchemaError: The input breaks the contract.
+    """
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    check_spark_output(Path(output))
+    LOG.info("starting Spark (%s, driver memory %s)", master, driver_memory)
+    spark = spark_session(master=master, driver_memory=driver_memory)
+    try:
+        LOG.info("reading and checking %s", data)
+        raw = read_transactions_spark(spark, data, column_map)
+        LOG.info("building features and writing them by day to %s", output)
+        target = write_features_spark(build_features_spark(raw, config), output)
+        rows = spark.read.parquet(str(target)).count()
+    except (PySparkException, Py4JError) as exc:
+        message = " ".join(str(exc).split())
+        raise SparkJobError(f"Spark job failed: {message[:400]}") from exc
+    finally:
+        spark.stop()
+    LOG.info("wrote %s feature rows to %s", f"{rows:,}", target)
+    return rows
