@@ -56,7 +56,7 @@ def guarded(fn: Callable[[], T], also: tuple[type[Exception], ...] = ()) -> T:
     try:
         return fn()
     except expected as exc:
-        err_console.print(f"[bold red]error:[/] {_one_line(exc)}", markup=True, highlight=False)
+        err_console.print(f"[bold red]error:[/] {_one_line(exc)}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from exc
 
 
