@@ -205,3 +205,22 @@ def test_the_fraud_command_reports_a_bad_flag_in_one_line(args: list[str], messa
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), done.stderr
     assert "╭" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_expected_error_is_one_line_at_any_terminal_width(tmp_path: Path):
+    """A long error message (a refused alias) is not wrapped by the console, however narrow the terminal."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["models", "promote", "v1", "--alias", "../x", "--store", str(tmp_path / "store")]
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "40"},
+    )
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid alias '../x'"), done.stderr
