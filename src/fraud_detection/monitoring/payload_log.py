@@ -68,6 +68,8 @@ from fraud_detection.monitoring.spool import (
 from fraud_detection.store.base import ArtifactStore
 
 LOG = logging.getLogger(__name__)
+#: Largest epoch seconds a datetime64[ns] holds with room to spare (year 2262 is its limit).
+_MAX_EPOCH_SECONDS = 9.0e9
 
 
 @dataclass(frozen=True)
@@ -526,7 +528,9 @@ class PayloadLogger:
         if n == 0:
             return
         try:
-            frame = self._frame(entries)
+            # Whatever floating-point error state this thread inherited: a NaN event time is NaT, never an error.
+            with np.errstate(all="ignore"):
+                frame = self._frame(entries)
             parts = [(d, part) for d, part in frame.groupby(frame["scored_at"].dt.date, sort=True)]
         except Exception:
             LOG.exception("payload log: cannot build a frame of %d row(s); dropping them", n)
@@ -605,7 +609,7 @@ class PayloadLogger:
             for e, c in zip(entries, counts, strict=True)
             for t in (e.event_times if e.event_times is not None and len(e.event_times) == c else [np.nan] * c)
         ]
-        data[EVENT_TIME_COLUMN] = pd.to_datetime(np.asarray(seconds, dtype=np.float64), unit="s", utc=True)
+        data[EVENT_TIME_COLUMN] = _event_times(np.asarray(seconds, dtype=np.float64))
         if self.config.log_identifiers:
             for name in RAW_IDENTIFIERS:
                 data[name] = ids[name]
@@ -618,3 +622,12 @@ class PayloadLogger:
             values = e.identifiers.get(name) if e.identifiers else None
             out.extend(list(values) if values is not None and len(values) == c else [None] * c)
         return out
+
+
+def _event_times(seconds: np.ndarray) -> pd.DatetimeIndex:
+    """Epoch seconds (NaN: unknown) as UTC times, exact for whole seconds; NaN or out-of-range values become NaT."""
+    known = np.isfinite(seconds) & (np.abs(seconds) < _MAX_EPOCH_SECONDS)
+    ns = np.full(seconds.shape, np.iinfo(np.int64).min, dtype=np.int64)  # NaT
+    whole = np.floor(seconds[known])
+    ns[known] = whole.astype(np.int64) * 1_000_000_000 + np.round((seconds[known] - whole) * 1e9).astype(np.int64)
+    return pd.DatetimeIndex(ns.view("datetime64[ns]"), tz="UTC")

@@ -346,3 +346,17 @@ def test_reader_skips_empty_non_parquet_and_foreign_objects_and_names_them(
     assert "missing" in reasons[f"{day}/foreign.parquet"]
     only_bad = read_payload_log(store, "m", DAY.date() + timedelta(days=1), DAY.date() + timedelta(days=2))
     assert only_bad.empty and only_bad.attrs[SKIPPED_ATTR] == []
+
+
+def test_event_times_are_exact_and_never_raise_whatever_the_float_error_state():
+    """Unknown (NaN) or absurd event times become NaT; whole seconds stay exact (as pandas' own conversion)."""
+    import pandas as pd
+
+    from fraud_detection.monitoring.payload_log import _event_times
+
+    seconds = np.array([1_700_000_123.0, np.nan, 1e308, -np.inf, 1_700_000_000.5])
+    with np.errstate(all="raise"):
+        got = _event_times(seconds)
+    assert got.isna().tolist() == [False, True, True, True, False]
+    want = pd.to_datetime(seconds[[0, 4]], unit="s", utc=True)
+    assert list(got[[0, 4]]) == list(want)
