@@ -33,6 +33,14 @@ def spark() -> Iterator[object]:
     session = spark_features.spark_session(master="local[2]", driver_memory="2g", shuffle_partitions=4)
     yield session
     session.stop()
+    # Stop the JVM too: its py4j threads would otherwise live on in the test process (and call time.sleep).
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        gateway.shutdown()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
 
 
 def assert_parity(got: pd.DataFrame, want: pd.DataFrame) -> None:

@@ -154,6 +154,7 @@ def test_manual_decisions_are_promote_or_rollback():
 def test_cli_run_starts_analyses_and_acts(
     by_version, expected_exit, analyses, chart_isvc, tmp_path, fake_prometheus, monkeypatch
 ):
+    import threading
     import time
 
     url, _ = fake_prometheus(canned(by_version))
@@ -162,7 +163,17 @@ def test_cli_run_starts_analyses_and_acts(
     registry.set_alias("production", STABLE)
     monkeypatch.setattr(kube.InferenceServiceClient, "connect", classmethod(lambda cls, ns, name: client_for(cluster)))
     slept: list[float] = []
-    monkeypatch.setattr(time, "sleep", slept.append)
+    real_sleep, main = time.sleep, threading.main_thread()
+
+    def sleep(seconds: float) -> None:
+        # Only the rollout's own waits (the CLI runs in the main thread); background threads of other libraries
+        # still in the process (py4j's, the payload log's) keep sleeping for real.
+        if threading.current_thread() is main:
+            slept.append(seconds)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
     result = runner.invoke(
         app,
         [
