@@ -175,7 +175,8 @@ _F_RAW = [schema.FEATURES.index(n) for n in ("amount", "hour_of_day", "is_weeken
 _F_TENURE = schema.FEATURES.index("customer_tenure_days")
 _F_CCOUNT = _columns([f"customer_tx_count_{d}d" for d in _C_DAYS])
 _F_CAVG = _columns([f"customer_avg_amount_{d}d" for d in _C_DAYS])
-_F_30 = [schema.FEATURES.index(n) for n in ("num_prev_tx_24h", "avg_monthly_spend")]
+_F_PREV_24H = schema.FEATURES.index("num_prev_tx_24h")
+_F_MONTHLY_SPEND = schema.FEATURES.index("avg_monthly_spend")
 _F_RATIO = schema.FEATURES.index("amount_to_customer_avg_30d")
 _F_ZSCORE = schema.FEATURES.index("amount_zscore_30d")
 _F_TCOUNT = _columns([f"terminal_tx_count_{d}d" for d in _T_DAYS])
@@ -223,8 +224,8 @@ def derive_matrix(
     out[:, _F_CCOUNT] = count
     out[:, _F_CAVG] = (a[:, _A_CS] + cents[:, None]) / 100.0 / count
     n30, s30, q30 = a[:, _A_30].T
-    out[:, _F_30[0]] = a[:, _A_N1]
-    out[:, _F_30[1]] = s30 / 100.0
+    out[:, _F_PREV_24H] = a[:, _A_N1]
+    out[:, _F_MONTHLY_SPEND] = s30 / 100.0
     mean_cents = np.divide(s30, n30, out=np.zeros(n_rows), where=n30 > 0)
     out[:, _F_RATIO] = np.divide(cents, mean_cents, out=np.ones(n_rows), where=mean_cents > 0)
     var_cents = np.divide(q30, n30, out=np.zeros(n_rows), where=n30 > 1)

@@ -179,6 +179,26 @@ def test_drift_on_an_empty_store_is_one_line_and_exit_0(tmp_path: Path, monkeypa
     assert "nothing to monitor" in result.output and result.exception is None
 
 
+def _one_error_line(args: list[str], message: str, columns: int) -> None:
+    """Run ``fraud`` as a user does (the console script's entry point) in a terminal ``columns`` wide: exit 2 and
+    exactly one stderr line, starting with ``message``."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": str(columns)},
+    )
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+    assert "╭" not in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -189,38 +209,11 @@ def test_drift_on_an_empty_store_is_one_line_and_exit_0(tmp_path: Path, monkeypa
     ],
 )
 def test_the_fraud_command_reports_a_bad_flag_in_one_line(args: list[str], message: str):
-    """As a user runs it (the console script's entry point): one ``error:`` line on stderr and exit 2, no box."""
-    import os
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "60"},
-    )
-    assert done.returncode == 2, done
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
-    assert "╭" not in done.stderr and "Traceback" not in done.stderr
+    """One ``error:`` line on stderr and exit 2, no usage box."""
+    _one_error_line(args, message, columns=60)
 
 
 def test_an_expected_error_is_one_line_at_any_terminal_width(tmp_path: Path):
     """A long error message (a refused alias) is not wrapped by the console, however narrow the terminal."""
-    import os
-    import subprocess
-    import sys
-
     args = ["models", "promote", "v1", "--alias", "../x", "--store", str(tmp_path / "store")]
-    done = subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "40"},
-    )
-    assert done.returncode == 2, done
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: invalid alias '../x'"), done.stderr
+    _one_error_line(args, "error: invalid alias '../x'", columns=40)
