@@ -58,6 +58,9 @@ GATED_TASKS = ("register-model", "deploy-model")
 #: training and evaluation steps, which hold the CPU and memory and can be retried. Register and deploy stay on the
 #: regular nodes: an eviction there could leave a half-published version or a half-applied canary.
 POOL_TASKS = ("ingest-data", "validate-data", "build-features", "train-model", "evaluate-model")
+#: ConfigMap of the Spark Operator settings (the chart's ``spark:`` values, ``<release>-spark``), mounted into the
+#: feature step when the pipeline is compiled with ``spark_operator=True`` (``feature_engine=spark-operator``).
+SPARK_CONFIG_MAP_NAME = "fraud-detection-spark"
 #: Pod resources of every task: at the default data size (1.8 M transactions) the largest step peaks at about
 #: 2 GiB resident (docs/PERFORMANCE.md); the limit leaves room for larger windows.
 CPU_REQUEST, MEMORY_REQUEST, MEMORY_LIMIT = "1", "4G", "8G"
@@ -125,6 +128,7 @@ def build_pipeline(
     secret_name: str | None = SECRET_NAME,
     config_map_name: str | None = CONFIG_MAP_NAME,
     node_pool: NodePool | None = None,
+    spark_operator: bool = False,
 ) -> Any:
     """Assemble the ``fraud-training`` pipeline.
 
@@ -135,6 +139,9 @@ def build_pipeline(
         config_map_name: ConfigMap with the ``FRAUD_*`` settings (optional at run time); None to not read one.
         node_pool: Node pool of the :data:`POOL_TASKS` (their node selector and toleration, e.g. the AKS spot
             training pool); None: every task runs wherever Kubernetes schedules it.
+        spark_operator: Let the feature step submit a SparkApplication (run parameter
+            ``feature_engine=spark-operator``): it gets the store Secret (it stages data in the store) and the
+            Spark settings ConfigMap (:data:`SPARK_CONFIG_MAP_NAME`) as a volume. Off: the step has neither.
 
     Returns:
         The pipeline (a kfp ``GraphComponent``): compile it, or call it under ``kfp.local``.
@@ -147,6 +154,7 @@ def build_pipeline(
     from components.evaluate_model import evaluate_model
     from components.ingest_data import ingest_data
     from components.register_model import register_model
+    from components.spark_operator.settings import SETTINGS_DIR
     from components.train_model import train_model
     from components.validate_data import validate_data
 
@@ -163,6 +171,10 @@ def build_pipeline(
             kubernetes.use_secret_as_env(task, secret_name, SECRET_KEYS, optional=True)
         if secret_name and task.name in OPTIONAL_SECRET_KEYS:
             kubernetes.use_secret_as_env(task, secret_name, OPTIONAL_SECRET_KEYS[task.name], optional=True)
+        if spark_operator and task.name == "build-features":
+            if secret_name:
+                kubernetes.use_secret_as_env(task, secret_name, SECRET_KEYS, optional=True)
+            kubernetes.use_config_map_as_volume(task, SPARK_CONFIG_MAP_NAME, SETTINGS_DIR, optional=True)
         if node_pool and task.name in POOL_TASKS:
             kubernetes.add_node_selector(task, node_pool.label_key, node_pool.label_value)
             if node_pool.taint_key:
@@ -205,6 +217,7 @@ def build_pipeline(
         inference_service: str = "",
         canary_traffic_percent: int = 10,
         materialize_online: bool = False,
+        feature_engine: str = "memory",
     ) -> NamedTuple("Outputs", [("promoted", bool), ("metrics", Metrics), ("report", HTML)]):  # type: ignore[valid-type]
         """Train a fraud model and promote it only when it beats production.
 
@@ -241,6 +254,9 @@ def build_pipeline(
             canary_traffic_percent: Traffic share of the new version while the canary is analysed.
             materialize_online: Backfill the online feature store (``FRAUD_ONLINE_STORE``) from the validated data
                 in the deploy step, so raw transactions are scored with the history the model was trained on.
+            feature_engine: ``memory`` (numpy, in the step), ``spark`` (Spark ``local[*]`` in the step) or
+                ``spark-operator`` (a SparkApplication on the Kubeflow Spark Operator; compile with
+                ``spark_operator=True``); the Spark engines pass day partitions on to training.
 
         Returns:
             Whether the candidate passed the promotion gate, its metrics (with production's on the same rows),
@@ -272,7 +288,9 @@ def build_pipeline(
             "validate data",
         )
         features = wire(
-            build_features(validated=validate.outputs["validated"], label_delay_days=delay_days),
+            build_features(
+                validated=validate.outputs["validated"], label_delay_days=delay_days, feature_engine=feature_engine
+            ),
             "build features",
         )
         train = wire(
@@ -342,7 +360,7 @@ def compile_pipeline(output: Path, **options: Any) -> Path:
     Args:
         output: Destination ``.yaml``; parent directories are created.
         **options: Passed to :func:`build_pipeline` (``image``, ``secret_name``, ``config_map_name``,
-            ``node_pool``).
+            ``node_pool``, ``spark_operator``).
 
     Returns:
         The written path.

@@ -59,10 +59,12 @@ _TERMINAL_VALUES = {"n": _ONE, "f": _LABEL}
 #: two days (so every residue of a minute, an hour and a day).
 _PROBE_START = 20_000 * SECONDS_PER_DAY
 _TILE_WIDTHS = (MINUTE, HOUR, SECONDS_PER_DAY)
+#: URI schemes Spark reads and writes through Hadoop's file systems (connector jars in the cluster image).
+HADOOP_SCHEMES = ("s3a", "abfs", "abfss", "gs", "hdfs")
 
 
 def spark_session(
-    master: str = "local[*]",
+    master: str | None = "local[*]",
     app_name: str = "fraud-features",
     driver_memory: str = "4g",
     shuffle_partitions: int = 16,
@@ -70,9 +72,12 @@ def spark_session(
     """A Spark session for the feature job: loopback only, no UI, UTC, Parquet nanosecond timestamps readable.
 
     Args:
-        master: Spark master (``local[*]`` here; the Spark Operator sets its own in a cluster).
+        master: Spark master: ``local[N]`` or ``local[*]`` runs the whole engine in this process on loopback; None
+            keeps what ``spark-submit`` configured (the Spark Operator's driver pod: its master, its driver host
+            and memory, its executors), adding only the settings the features need.
         app_name: Application name.
-        driver_memory: JVM heap of the driver (in local mode, the whole engine's heap).
+        driver_memory: JVM heap of the driver (in local mode, the whole engine's heap); ignored when ``master`` is
+            None (the SparkApplication's ``driver.memory`` sets it).
         shuffle_partitions: Partitions after a shuffle (adaptive execution coalesces small ones).
 
     Returns:
@@ -82,19 +87,22 @@ def spark_session(
         SparkUnavailableError: Java or pyspark is missing.
     """
     require_spark()
-    # Python workers (mapInPandas) run this interpreter, so they see the same numpy and the same package.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    # Block manager and shuffle service on loopback too (else Spark picks the host's first non-loopback address).
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder.appName(app_name)
+    if master is not None:
+        # Python workers (mapInPandas) run this interpreter, so they see the same numpy and the same package.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        # Block manager and shuffle service on loopback too (else Spark picks the host's first non-loopback one).
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = (
+            builder.master(master)
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.ui.enabled", "false")
+            .config("spark.driver.memory", driver_memory)
+        )
     builder = (
-        SparkSession.builder.master(master)
-        .appName(app_name)
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.sql.session.timeZone", "UTC")
+        builder.config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.adaptive.enabled", "true")
         # pandas/pyarrow write TIMESTAMP(NANOS); Spark reads them as longs (epoch nanoseconds) with this flag.
@@ -270,9 +278,10 @@ def read_transactions_spark(
 
     Args:
         spark: The session.
-        path: A ``.parquet``, ``.csv`` or ``.csv.gz`` file, or a directory of Parquet (else CSV) files. Local paths
-            only: ``s3://`` needs Hadoop's S3A connector (hadoop-aws and the AWS SDK jars), which pyspark does not
-            ship.
+        path: A ``.parquet``, ``.csv`` or ``.csv.gz`` file, or a directory of Parquet (else CSV) files. A local
+            path, or a Hadoop URI (:data:`HADOOP_SCHEMES`: ``s3a://``, ``abfss://``, ...) read by Spark itself where
+            its connector is installed (a Spark Operator image with hadoop-aws; pyspark ships none), a directory of
+            Parquet unless it ends in ``.csv``/``.csv.gz``. ``s3://`` is refused with that explanation.
         column_map: Source column name to contract column name; the handbook's names are recognised without it.
 
     Returns:
@@ -283,6 +292,10 @@ def read_transactions_spark(
         SchemaError: Unknown format, missing file, missing column, or rows that break the contract.
     """
     text = str(path)
+    if is_hadoop_uri(text):
+        csv = text.endswith((".csv", ".csv.gz"))
+        df = spark.read.option("header", "true").csv(text) if csv else spark.read.parquet(text)
+        return _normalise(df, column_map)
     if "://" in text:
         raise schema.SchemaError(
             f"input {text}: the Spark engine reads local paths only (s3:// needs Hadoop's S3A connector, which is "
@@ -297,6 +310,11 @@ def read_transactions_spark(
     names = [str(f) for f in files]
     parquet = files[0].suffix == ".parquet"
     df = spark.read.parquet(*names) if parquet else spark.read.option("header", "true").csv(names)
+    return _normalise(df, column_map)
+
+
+def _normalise(df: DataFrame, column_map: Mapping[str, str] | None) -> DataFrame:
+    """Rename to the contract's columns, cast them, and check the rows (see :func:`read_transactions_spark`)."""
     mapping = {**schema.HANDBOOK_COLUMN_MAP, **(column_map or {})}
     for src, dst in mapping.items():
         if src in df.columns and dst not in df.columns:
@@ -362,24 +380,35 @@ def with_day(frame: DataFrame) -> DataFrame:
     return frame.withColumn(DAY, F.date_from_unix_date(days))
 
 
-def write_features_spark(frame: DataFrame, output: str | Path) -> Path:
+def is_hadoop_uri(path: str | Path) -> bool:
+    """Whether ``path`` is a URI Spark opens through a Hadoop file system (:data:`HADOOP_SCHEMES`)."""
+    scheme, sep, _ = str(path).partition("://")
+    return bool(sep) and scheme in HADOOP_SCHEMES
+
+
+def write_features_spark(frame: DataFrame, output: str | Path) -> str | Path:
     """Write a feature frame as Parquet partitioned by day (``output/day=YYYY-MM-DD/part-*.parquet``).
 
-    Written under a temporary name beside ``output`` and renamed when complete, so a reader never sees half a
-    result. An existing ``output`` is replaced only if it is an earlier Spark output (it holds ``_SUCCESS``).
+    A local ``output`` is written under a temporary name beside it and renamed when complete, so a reader never sees
+    half a result; an existing one is replaced only if it is an earlier Spark output (it holds ``_SUCCESS``). A
+    Hadoop URI (``s3a://``, a SparkApplication's output) is written in place by Spark's committer, which writes
+    ``_SUCCESS`` last, replacing what was there.
 
     Args:
         frame: The feature frame (:func:`build_features_spark`).
-        output: Destination directory.
+        output: Destination directory or Hadoop URI.
 
     Returns:
         The destination.
 
     Raises:
-        ValueError: ``output`` exists and is not an earlier Spark output.
+        ValueError: A local ``output`` exists and is not an earlier Spark output.
     """
     import shutil
 
+    if is_hadoop_uri(output):
+        with_day(frame).repartition(DAY).write.mode("overwrite").partitionBy(DAY).parquet(str(output))
+        return str(output)
     target = Path(output)
     check_spark_output(target)
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -399,7 +428,7 @@ def run_spark_features(
     output: str | Path,
     column_map: Mapping[str, str] | None = None,
     config: FeatureConfig | None = None,
-    master: str = "local[*]",
+    master: str | None = "local[*]",
     driver_memory: str = "4g",
 ) -> int:
     """Read raw transactions, build their features on Spark and write them partitioned by day (``fraud features``).
@@ -409,8 +438,8 @@ def run_spark_features(
         output: Destination directory (see :func:`write_features_spark`).
         column_map: Source column name to contract column name.
         config: Feature parameters.
-        master: Spark master.
-        driver_memory: The driver's JVM heap.
+        master: Spark master; None for the one ``spark-submit`` configured (a SparkApplication's driver).
+        driver_memory: The driver's JVM heap (local masters only).
 
     Returns:
         The number of feature rows written.
@@ -423,8 +452,9 @@ def run_spark_features(
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
 
-    check_spark_output(Path(output))
-    LOG.info("starting Spark (%s, driver memory %s)", master, driver_memory)
+    if not is_hadoop_uri(output):
+        check_spark_output(Path(output))
+    LOG.info("starting Spark (%s, driver memory %s)", master or "spark-submit's master", driver_memory)
     spark = spark_session(master=master, driver_memory=driver_memory)
     try:
         LOG.info("reading and checking %s", data)
