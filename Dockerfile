@@ -1,10 +1,11 @@
 # syntax=docker/dockerfile:1.7
 #
-# One Dockerfile, three images, one wheel:
+# One Dockerfile, four images, one wheel:
 #
 #   docker build --target pipeline -t <registry>/fraud-detection-pipeline:<version> .
 #   docker build --target serve    -t <registry>/fraud-detection-serve:<version> .
 #   docker build --target drift    -t <registry>/fraud-detection-drift:<version> .
+#   docker build --target spark    -t <registry>/fraud-detection-spark:<version> .
 #
 # The builder stage turns the source tree into the fraud_detection wheel plus a wheelhouse of its
 # [platform] dependencies (the union of the three images' extras, so the three builds share that layer). Each
@@ -14,6 +15,8 @@
 #   serve:    fraud-detection[serve]      kserve, orjson            (no kfp, Evidently or matplotlib)
 #   drift:    fraud-detection[monitor]    evidently, kfp + kfp-kubernetes (retrain trigger)
 #   (serve and drift also get [appinsights]: OpenTelemetry to Application Insights, used only when configured)
+#   spark:    fraud-detection             the Spark Operator's driver and executors: the base dependencies only;
+#                                         pyspark is the Spark distribution's own (the [spark] extra is pyspark alone)
 #
 # PYTHON_IMAGE may name another Debian bookworm image with python/pip on the PATH: `make images-local` builds these
 # targets with podman on one made from Debian's packages by mmdebstrap (tools/images_local.py), no registry needed.
@@ -21,6 +24,8 @@
 # All run as uid 1000. Runtime contract: docs/METRICS.md; extras: pyproject.toml.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The official Apache Spark image of the version pyproject.toml pins pyspark to (and the chart's spark.sparkVersion).
+ARG SPARK_IMAGE=apache/spark:4.3.0-scala2.13-java17-ubuntu
 
 # ---------------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -99,3 +104,68 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/v2/health/live', timeout=2)"]
 ENTRYPOINT ["python", "-m", "serving"]
 CMD ["--model_name", "fraud-detector", "--model_dir", "/mnt/models", "--http_port", "8080", "--grpc_port", "8081"]
+
+# ---------------------------------------------------------------------------------------------------------
+# Hadoop's S3A connector for the Spark image, fetched from Maven Central at pinned versions and checked against
+# pinned SHA-1 digests (Maven Central publishes SHA-1). hadoop-aws matches the Hadoop client of Spark 4.3.0
+# (hadoop-client-api/-runtime 3.5.0); the AWS SDK v2 bundle and the analytics accelerator are the versions hadoop-aws
+# 3.5.0 is built against.
+FROM ${PYTHON_IMAGE} AS s3a-jars
+ARG HADOOP_VERSION=3.5.0
+ARG HADOOP_AWS_SHA1=9e594525d264c0db653c7f68da98b245f7d61ea5
+ARG AWS_SDK_VERSION=2.35.4
+ARG AWS_SDK_SHA1=7252265e3970b214708e68a8b74a8fa8c875af1e
+ARG ANALYTICS_ACCELERATOR_VERSION=1.3.1
+ARG ANALYTICS_ACCELERATOR_SHA1=6c9bd0f6c440c9a78e82d272f5f0252d942419f6
+ARG MAVEN=https://repo1.maven.org/maven2
+RUN python - \
+      "$MAVEN/org/apache/hadoop/hadoop-aws/$HADOOP_VERSION/hadoop-aws-$HADOOP_VERSION.jar=$HADOOP_AWS_SHA1" \
+      "$MAVEN/software/amazon/awssdk/bundle/$AWS_SDK_VERSION/bundle-$AWS_SDK_VERSION.jar=$AWS_SDK_SHA1" \
+      "$MAVEN/software/amazon/s3/analyticsaccelerator/analyticsaccelerator-s3/$ANALYTICS_ACCELERATOR_VERSION/analyticsaccelerator-s3-$ANALYTICS_ACCELERATOR_VERSION.jar=$ANALYTICS_ACCELERATOR_SHA1" \
+      <<'PY'
+import hashlib, pathlib, sys, urllib.request
+out = pathlib.Path("/jars")
+out.mkdir()
+for arg in sys.argv[1:]:
+    url, _, expected = arg.rpartition("=")
+    target = out / url.rsplit("/", 1)[1]
+    urllib.request.urlretrieve(url, target)
+    digest = hashlib.sha1(target.read_bytes()).hexdigest()
+    if digest != expected:
+        sys.exit(f"{target.name}: sha1 {digest}, expected {expected}")
+PY
+
+# ---------------------------------------------------------------------------------------------------------
+# The Spark distribution (Spark, its Hadoop client, pyspark, the Kubernetes entry point) from the official image.
+FROM ${SPARK_IMAGE} AS spark-dist
+
+# ---------------------------------------------------------------------------------------------------------
+# Driver and executors of the feature SparkApplication (components/spark_operator; docs/KUBERNETES.md). The official
+# image's Python is Ubuntu's (not 3.11, which the wheel requires), so its Spark distribution runs here on the
+# project's Python 3.11 with Debian's Java 17: Spark and pyspark are the official image's, not a second pyspark.
+FROM runtime AS spark
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps tini \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=spark-dist /opt/spark /opt/spark
+COPY --from=spark-dist /opt/entrypoint.sh /opt/decom.sh /opt/
+COPY --from=s3a-jars /jars/ /opt/spark/jars/
+# The wheel with its base dependencies (pandas, pyarrow, numpy: what pyspark's DataFrame API needs) and no extra:
+# the Spark distribution's python/ and py4j go on the path through a .pth file.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels "fraud-detection" \
+ && python -c "import glob, site; open(site.getsitepackages()[0] + '/spark.pth', 'w').write('\\n'.join(['/opt/spark/python', *glob.glob('/opt/spark/python/lib/py4j-*-src.zip')]) + '\\n')" \
+ && python -c "import pyspark, py4j; assert pyspark.__file__.startswith('/opt/spark/')" \
+ && pip check \
+ && mkdir -p /opt/spark/work-dir /opt/fraud-detection \
+ && chown 1000:1000 /opt/spark/work-dir
+# The SparkApplication's mainApplicationFile (the chart's spark.mainApplicationFile).
+COPY --from=builder /build/components/spark_operator/driver.py /opt/fraud-detection/spark_features.py
+ENV SPARK_HOME=/opt/spark \
+    PATH=/opt/spark/bin:$PATH \
+    PYSPARK_PYTHON=python \
+    PYSPARK_DRIVER_PYTHON=python
+WORKDIR /opt/spark/work-dir
+USER 1000:1000
+HEALTHCHECK NONE
+ENTRYPOINT ["/opt/entrypoint.sh"]

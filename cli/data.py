@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
 import typer
@@ -22,6 +23,9 @@ from fraud_detection.data.simulate import (
     MAX_TERMINALS,
     SimulationConfig,
 )
+
+if TYPE_CHECKING:
+    from fraud_detection.store.base import ArtifactStore
 
 LOG = logging.getLogger("fraud")
 
@@ -125,8 +129,20 @@ def _simulate_partitions(cfg: SimulationConfig, output: Path) -> None:
 
 
 def features(
-    data: Annotated[Path, typer.Option(help="Raw transactions (.csv or .parquet).")],
-    output: Annotated[Path, typer.Option(help="Feature file (.parquet).")] = Path("data/features.parquet"),
+    data: Annotated[
+        str,
+        typer.Option(
+            help="Raw transactions: .csv or .parquet file, a directory of them, or s3://bucket/key-or-prefix (copied "
+            "to a temporary directory through the store: FRAUD_S3_ENDPOINT and the AWS keys)."
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            help="Feature file (.parquet), or with --engine spark a directory of day partitions; an s3:// prefix "
+            "gets them uploaded, _SUCCESS last (not atomic: docs/FEATURES.md)."
+        ),
+    ] = "data/features.parquet",
     column_map: ColumnMapOpt = None,
     label_delay_days: Annotated[int, typer.Option(min=0, help="Label delay for terminal risk features.")] = 7,
     engine: Annotated[
@@ -143,28 +159,110 @@ def features(
 ) -> None:
     """Build point-in-time features from raw transactions (in memory, or on Spark: docs/FEATURES.md, "On Spark")."""
     from fraud_detection.features import engine as engines
-    from fraud_detection.features.offline import FeatureConfig, build_features
+    from fraud_detection.store import staging
 
     def body() -> None:
-        if engines.choose_engine(engine, data, auto_share) == "spark":
-            engines.check_spark_output(output)
-            check_writable_dir(output.parent, f"--output {output}")
-            engines.require_spark()
-            from fraud_detection.features.spark import run_spark_features
-
-            config = FeatureConfig(label_delay_days=label_delay_days)
-            with step(f"building features on Spark ({spark_master}) from {data}"):
-                run_spark_features(data, output, schema.parse_column_map(column_map), config, master=spark_master)
-            return
-        check_output(output, (".parquet",))
-        with step(f"reading {data}"):
-            raw = schema.read_transactions(data, schema.parse_column_map(column_map))
-        with step(f"building features for {len(raw):,} transactions"):
-            frame = build_features(raw, FeatureConfig(label_delay_days=label_delay_days))
-        schema.write_frame(frame, output)
-        LOG.info("wrote %d feature rows to %s", len(frame), output)
+        if engine not in engines.ENGINES:
+            raise ValueError(f"--engine {engine!r}: use one of {', '.join(engines.ENGINES)}")
+        if engine == "spark":
+            engines.require_spark()  # before any copy
+        # Everything about the output that can be refused is refused before any copy or computation.
+        remote_out = _remote_output(output, engine)
+        if remote_out is None and engine != "auto":
+            _check_local_output(Path(output), engine)
+        elif remote_out is not None and engine == "spark":
+            staging.check_publishable(*remote_out)
+        with tempfile.TemporaryDirectory(prefix="fraud-features-") as tmp:
+            source = _local_input(data, Path(tmp)) if staging.is_remote(data) else Path(data)
+            chosen = engines.choose_engine(engine, source, auto_share)
+            if remote_out is None:
+                _build_locally(source, Path(output), chosen, column_map, label_delay_days, spark_master)
+                return
+            store, prefix = remote_out
+            if chosen == "spark":
+                staging.check_publishable(store, prefix)
+            elif not prefix.rstrip("/").endswith(".parquet"):
+                raise ValueError(f"--output {output}: unknown suffix, use .parquet (or --engine spark for a prefix)")
+            local = Path(tmp) / ("features" if chosen == "spark" else "features.parquet")
+            _build_locally(source, local, chosen, column_map, label_delay_days, spark_master)
+            if chosen == "spark":
+                written = staging.publish_dir(store, local, prefix)
+                LOG.info("uploaded %d files to %s (%s last)", written, store.uri(prefix), staging.MARKER)
+            else:
+                staging.stage_file(store, local, prefix.rstrip("/"))
 
     guarded(body, also=(engines.SparkUnavailableError, engines.SparkJobError))
+
+
+def _store_of(location: str) -> tuple[ArtifactStore, str]:
+    """The configured store holding ``location`` (an s3:// or az:// URI) and the key under its root."""
+    from cli.common import settings_for
+    from fraud_detection.store import staging
+    from fraud_detection.store.uri import open_configured_store
+
+    root, key = staging.split_location(location)
+    return open_configured_store(settings_for(), root), key
+
+
+def _local_input(data: str, tmp: Path) -> Path:
+    """Copy ``--data`` (an object or a prefix in the store) into ``tmp`` and return the local copy."""
+    from fraud_detection.store import staging
+
+    store, key = _store_of(data)
+    with step(f"copying {data} to a temporary directory"):
+        try:
+            return staging.stage_in(store, key, tmp)
+        except KeyError as exc:
+            raise ValueError(f"--data {data}: {exc.args[0] if exc.args else 'no such object or prefix'}") from exc
+
+
+def _remote_output(output: str, engine: str) -> tuple[ArtifactStore, str] | None:
+    """The store and destination key (a prefix with the Spark engine) of an s3:// or az:// ``--output``, or None."""
+    from fraud_detection.store import staging
+
+    if not staging.is_remote(output):
+        return None
+    store, key = _store_of(output)
+    if not key.strip("/"):
+        raise ValueError(f"--output {output}: give a key or prefix under the bucket, not the bucket itself")
+    if engine == "memory" and not key.endswith(".parquet"):
+        raise ValueError(f"--output {output}: unknown suffix, use .parquet (or --engine spark for a prefix)")
+    return store, key.rstrip("/") + "/" if engine != "memory" else key
+
+
+def _check_local_output(output: Path, engine: str) -> None:
+    """Refuse a local ``--output`` the chosen engine cannot write (before any work)."""
+    from fraud_detection.features import engine as engines
+
+    if engine == "spark":
+        engines.check_spark_output(output)
+        check_writable_dir(output.parent, f"--output {output}")
+    else:
+        check_output(output, (".parquet",))
+
+
+def _build_locally(
+    source: Path, output: Path, engine: str, column_map: list[str] | None, label_delay_days: int, master: str
+) -> None:
+    """Build the features of a local input into a local output with the chosen engine (``memory`` or ``spark``)."""
+    from fraud_detection.features import engine as engines
+    from fraud_detection.features.offline import FeatureConfig, build_features
+
+    config = FeatureConfig(label_delay_days=label_delay_days)
+    _check_local_output(output, engine)
+    if engine == "spark":
+        engines.require_spark()
+        from fraud_detection.features.spark import run_spark_features
+
+        with step(f"building features on Spark ({master}) from {source}"):
+            run_spark_features(source, output, schema.parse_column_map(column_map), config, master=master)
+        return
+    with step(f"reading {source}"):
+        raw = schema.read_transactions(source, schema.parse_column_map(column_map))
+    with step(f"building features for {len(raw):,} transactions"):
+        frame = build_features(raw, config)
+    schema.write_frame(frame, output)
+    LOG.info("wrote %d feature rows to %s", len(frame), output)
 
 
 def check_output(output: Path, suffixes: tuple[str, ...]) -> None:

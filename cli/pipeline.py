@@ -55,6 +55,27 @@ ServiceAccountOpt = Annotated[
     ),
 ]
 
+FEATURE_ENGINES = ("memory", "spark", "spark-operator")
+FeatureEngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--feature-engine",
+        help="Executor of the feature step: memory, spark (Spark local[*] in the step) or spark-operator (a "
+        "SparkApplication on the Kubeflow Spark Operator; compiles with --spark-operator). Default: "
+        "FRAUD_FEATURE_ENGINE, else the pipeline's default (memory).",
+        show_default=False,
+    ),
+]
+SparkOperatorOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--spark-operator/--no-spark-operator",
+        help="Compile the feature step's Spark Operator wiring (store Secret, the chart's Spark settings ConfigMap). "
+        "Default: FRAUD_SPARK_OPERATOR, on with --feature-engine spark-operator.",
+        show_default=False,
+    ),
+]
+
 _SYMBOLS = {"running": "▶", "succeeded": "✓", "cached": "↺", "skipped": "-", "failed": "✗"}
 
 
@@ -66,7 +87,9 @@ def _guard(fn: Callable[[], None]) -> None:
     guarded(fn, (PipelineRunError,))
 
 
-def _build_options(image: str | None, secret_name: str, config_map: str) -> dict[str, Any]:
+def _build_options(
+    image: str | None, secret_name: str, config_map: str, spark_operator: bool = False
+) -> dict[str, Any]:
     """Compile options: the flags, and the heavy steps' node pool (FRAUD_TRAINING_NODE_SELECTOR/_TOLERATION)."""
     from cli.common import settings_for
     from pipelines.training import NodePool
@@ -79,7 +102,78 @@ def _build_options(image: str | None, secret_name: str, config_map: str) -> dict
     }
     if image:
         options["image"] = image
+    if spark_operator:
+        options["spark_operator"] = True
     return options
+
+
+def _feature_engine(
+    engine: str | None,
+    spark_operator: bool | None,
+    settings: PipelineSettings,
+    *,
+    package: Path | None = None,
+    params: list[str] | None = None,
+) -> tuple[str | None, bool]:
+    """The feature step's executor and whether to compile the Spark Operator wiring, refusing bad combinations.
+
+    Args:
+        engine: ``--feature-engine`` (None: ``FRAUD_FEATURE_ENGINE``, else the pipeline's default).
+        spark_operator: ``--spark-operator``/``--no-spark-operator`` (None: ``FRAUD_SPARK_OPERATOR``, or on with
+            the ``spark-operator`` engine).
+        settings: The command's settings.
+        package: ``--package`` (a compiled pipeline: compile options do not apply to it).
+        params: ``--param`` pairs.
+
+    Returns:
+        The engine (None: leave the run parameter alone) and the wiring flag.
+
+    Raises:
+        ValueError: An unknown engine, the engine given twice, ``spark-operator`` without the wiring, a compile
+            option with ``--package``, or a package compiled without the wiring run on the Spark Operator.
+    """
+    origin = "--feature-engine" if engine is not None else "FRAUD_FEATURE_ENGINE"
+    chosen = engine if engine is not None else settings.feature_engine
+    if chosen is not None and chosen not in FEATURE_ENGINES:
+        raise ValueError(f"{origin} {chosen!r}: use one of {', '.join(FEATURE_ENGINES)}")
+    if engine is not None and any(p.partition("=")[0].strip() == "feature_engine" for p in params or []):
+        raise ValueError("--feature-engine and --param feature_engine=...: give the feature engine once")
+    wiring = settings.spark_operator if spark_operator is None else spark_operator
+    if chosen == "spark-operator":
+        if spark_operator is False:
+            raise ValueError(f"{origin} spark-operator needs the Spark Operator wiring: drop --no-spark-operator")
+        wiring = True
+    if package is not None:
+        if spark_operator:
+            raise ValueError(
+                "--spark-operator is a compile option and --package is already compiled: "
+                "compile it with `fraud pipeline compile --spark-operator`, or drop --package"
+            )
+        if chosen == "spark-operator" and not _has_spark_wiring(package):
+            raise ValueError(
+                f"--package {package}: compiled without the Spark Operator wiring, so {origin} spark-operator "
+                "cannot run on it (compile it with `fraud pipeline compile --spark-operator`)"
+            )
+    return chosen, wiring
+
+
+def _has_spark_wiring(package: Path) -> bool:
+    """Whether a compiled pipeline mounts the Spark settings ConfigMap into the feature step."""
+    import yaml
+
+    from pipelines.training import SPARK_CONFIG_MAP_NAME
+
+    if not package.is_file():
+        return True  # reported by _package
+    try:
+        documents = [d for d in yaml.safe_load_all(package.read_text()) if isinstance(d, dict)]
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--package {package}: not a compiled pipeline ({' '.join(str(exc).split())})") from exc
+    executors = [
+        d.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {}) for d in documents
+    ]
+    features: dict[str, Any] = next((e["exec-build-features"] for e in executors if "exec-build-features" in e), {})
+    return any(v.get("configMapName") == SPARK_CONFIG_MAP_NAME for v in features.get("configMapAsVolume", []))
 
 
 @contextmanager
@@ -102,13 +196,24 @@ def compile_cmd(
     image: ImageOpt = None,
     secret_name: SecretOpt = "fraud-s3-credentials",
     config_map: ConfigMapOpt = "fraud-detection-pipeline",
+    feature_engine: FeatureEngineOpt = None,
+    spark_operator: SparkOperatorOpt = None,
 ) -> None:
-    """Compile the fraud-training pipeline to Kubeflow Pipelines YAML."""
+    """Compile the fraud-training pipeline to Kubeflow Pipelines YAML (--feature-engine: the runs' default)."""
 
     def body() -> None:
+        from cli.common import settings_for
         from pipelines.training import compile_pipeline
 
-        compile_pipeline(output, **_build_options(image, secret_name, config_map))
+        engine, wiring = _feature_engine(feature_engine, spark_operator, settings_for())
+        options = _build_options(image, secret_name, config_map, wiring)
+        compile_pipeline(output, defaults={"feature_engine": engine} if engine else None, **options)
+        LOG.info(
+            "compiled %s (feature engine %s%s)",
+            output,
+            engine or "memory",
+            ", Spark Operator wiring" if wiring else "",
+        )
 
     _guard(body)
 
@@ -159,6 +264,7 @@ def run_cmd(
     column_map: Annotated[str, typer.Option(help="Column renames SRC=DST,SRC=DST.")] = "",
     cache: Annotated[bool, typer.Option(help="Reuse the data steps' outputs when their inputs are unchanged.")] = True,
     simulate: SimulateOpt = False,
+    feature_engine: FeatureEngineOpt = None,
 ) -> None:
     """Run the whole training DAG here through kfp.local, printing each step; register only a better model."""
 
@@ -170,6 +276,13 @@ def run_cmd(
         if data is not None and any(v is not None for v in (customers, terminals, days)):
             raise ValueError("--data and --customers/--terminals/--days are exclusive: read data or simulate it")
         settings = settings_for()
+        engine, _ = _feature_engine(feature_engine, None, settings)
+        if engine == "spark-operator":
+            origin = "--feature-engine" if feature_engine else "FRAUD_FEATURE_ENGINE"
+            raise ValueError(
+                f"{origin} spark-operator runs only on Kubeflow (`fraud pipeline submit`): a local run has no "
+                "cluster wiring; use memory or spark here"
+            )
         sizes = any(v is not None for v in (customers, terminals, days))
         source = _training_source(data, simulate or sizes, settings.training_data if not sizes else None)
         store_uri = store or settings.store_uri
@@ -191,6 +304,8 @@ def run_cmd(
             "store_uri": store_uri,
             "model_name": settings.model_name,
         }
+        if engine:
+            arguments["feature_engine"] = engine
         if source == PAYLOAD_LOG:
             arguments |= {"data_source": source, "source_version": _source_version(source, "")}
             if days is None:
@@ -312,6 +427,8 @@ def submit_cmd(
     wait: Annotated[bool, typer.Option(help="Wait for the run to finish; exit non-zero unless it succeeded.")] = False,
     timeout_minutes: Annotated[int, typer.Option(min=1, help="How long --wait waits.")] = 120,
     simulate: SimulateOpt = False,
+    feature_engine: FeatureEngineOpt = None,
+    spark_operator: SparkOperatorOpt = None,
 ) -> None:
     """Upload the pipeline to Kubeflow (a version per distinct package) and start a run."""
 
@@ -322,13 +439,15 @@ def submit_cmd(
         from pipelines.kubeflow import submit
 
         settings = settings_for()
-        client = _kfp_client(settings)
+        engine, wiring = _feature_engine(feature_engine, spark_operator, settings, package=package, params=param)
         source = _training_source(data, simulate, settings.training_data)
-        with _package(package, _build_options(image, secret_name, config_map)) as path:
+        client = _kfp_client(settings)
+        with _package(package, _build_options(image, secret_name, config_map, wiring)) as path:
+            params = _run_params(path, source, _source_version(source, source_version), param)
             run_id = submit(
                 client,
                 path,
-                params=_run_params(path, source, _source_version(source, source_version), param),
+                params=params | ({"feature_engine": engine} if engine else {}),
                 run_name=run_name or f"fraud-training-{datetime.now(UTC):%Y%m%d-%H%M%S}",
                 experiment=experiment,
                 namespace=settings.kfp_namespace,
@@ -368,6 +487,8 @@ def schedule_cmd(
     experiment: ExperimentOpt = "fraud-detection",
     service_account: ServiceAccountOpt = "fraud-pipeline-runner",
     simulate: SimulateOpt = False,
+    feature_engine: FeatureEngineOpt = None,
+    spark_operator: SparkOperatorOpt = None,
 ) -> None:
     """Create or update the weekly recurring training run (idempotent: one recurring run per name)."""
 
@@ -377,11 +498,13 @@ def schedule_cmd(
 
         normalised = check_cron(cron)
         settings = settings_for()
-        client = _kfp_client(settings)
+        engine, wiring = _feature_engine(feature_engine, spark_operator, settings, package=package, params=param)
         source = _training_source(data, simulate, settings.training_data)
-        with _package(package, _build_options(image, secret_name, config_map)) as path:
+        client = _kfp_client(settings)
+        with _package(package, _build_options(image, secret_name, config_map, wiring)) as path:
             # A recurring run keeps its parameters: no read-time cache key (caching is off with a data source).
             params = _run_params(path, source, source_version, param)
+            params |= {"feature_engine": engine} if engine else {}
             result = schedule(
                 client,
                 path,

@@ -101,7 +101,12 @@ def _retrain_trigger(settings: DriftSettings) -> Callable[[list[str]], bool] | N
         from pipelines.kubeflow import submit_training_run
 
         run_id = submit_training_run(
-            settings, run_name="drift-retrain", data_source=data_source, reason="; ".join(reasons)
+            settings,
+            run_name="drift-retrain",
+            data_source=data_source,
+            reason="; ".join(reasons),
+            feature_engine=settings.feature_engine,  # FRAUD_FEATURE_ENGINE (the chart: spark-operator with spark on)
+            spark_operator=settings.spark_operator,
         )
         LOG.info("started retraining run %s on %s", run_id, settings.kfp_endpoint)
         return True

@@ -335,7 +335,15 @@ def _recurring_runs(client: Any, experiment_id: str, name: str) -> list[Any]:
             return found
 
 
-def submit_training_run(settings: KubeflowConfig, *, run_name: str, data_source: str, reason: str = "") -> str:
+def submit_training_run(
+    settings: KubeflowConfig,
+    *,
+    run_name: str,
+    data_source: str,
+    reason: str = "",
+    feature_engine: str | None = None,
+    spark_operator: bool = False,
+) -> str:
     """Compile the training pipeline and start one run on the configured Kubeflow (the drift job's retrain trigger).
 
     Args:
@@ -344,6 +352,10 @@ def submit_training_run(settings: KubeflowConfig, *, run_name: str, data_source:
         run_name: Display name prefix of the run (a UTC timestamp is appended).
         data_source: What the run trains on (``payload-log``, a path or ``s3://`` URI); never simulated data.
         reason: Why the run is started (logged).
+        feature_engine: The run's ``feature_engine`` parameter (``memory``, ``spark``, ``spark-operator``); None:
+            the pipeline's default.
+        spark_operator: Compile with the feature step's Spark Operator wiring (implied by
+            ``feature_engine="spark-operator"``).
 
     Returns:
         The run id.
@@ -357,11 +369,16 @@ def submit_training_run(settings: KubeflowConfig, *, run_name: str, data_source:
     node_pool = NodePool.parse(settings.training_node_selector, settings.training_toleration)
     LOG.info("starting a training run: %s", reason or "requested")
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "fraud-training.yaml", node_pool=node_pool)
+        package = compile_pipeline(
+            Path(tmp) / "fraud-training.yaml",
+            node_pool=node_pool,
+            spark_operator=spark_operator or feature_engine == "spark-operator",
+        )
+        params = {"data_source": data_source} | ({"feature_engine": feature_engine} if feature_engine else {})
         return submit(
             client,
             package,
-            params={"data_source": data_source},
+            params=params,
             run_name=f"{run_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
             namespace=settings.kfp_namespace,
             service_account="fraud-pipeline-runner",

@@ -354,13 +354,15 @@ def build_pipeline(
     return fraud_training
 
 
-def compile_pipeline(output: Path, **options: Any) -> Path:
+def compile_pipeline(output: Path, *, defaults: dict[str, Any] | None = None, **options: Any) -> Path:
     """Compile the pipeline to a YAML file (Kubeflow Pipelines IR plus the Kubernetes platform spec).
 
     Args:
         output: Destination ``.yaml``; parent directories are created.
         **options: Passed to :func:`build_pipeline` (``image``, ``secret_name``, ``config_map_name``,
             ``node_pool``, ``spark_operator``).
+        defaults: New default values of run parameters, e.g. ``{"feature_engine": "spark-operator"}`` (a run may
+            still override them).
 
     Returns:
         The written path.
@@ -371,6 +373,6 @@ def compile_pipeline(output: Path, **options: Any) -> Path:
 
     output = Path(output)
     with atomic_file(output) as tmp:
-        compiler.Compiler().compile(build_pipeline(**options), str(tmp))
+        compiler.Compiler().compile(build_pipeline(**options), str(tmp), pipeline_parameters=defaults or None)
     LOG.info("compiled %s to %s", PIPELINE_NAME, output)
     return output

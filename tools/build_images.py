@@ -1,4 +1,4 @@
-"""Build the three image targets (pipeline, serve, drift) of the one Dockerfile; needs a Docker engine."""
+"""Build the four image targets (pipeline, serve, drift, spark) of the one Dockerfile; needs a Docker engine."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 LOG = logging.getLogger("images")
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ("pipeline", "serve", "drift")
+TARGETS = ("pipeline", "serve", "drift", "spark")
 
 
 def main() -> int:

@@ -8,7 +8,6 @@ input is deleted. Store access goes through ``fraud_detection.store`` (``FRAUD_S
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,8 +15,8 @@ from components.spark_operator.application import application_name, build_applic
 from components.spark_operator.settings import SETTINGS_DIR, load_settings
 from components.spark_operator.submit import connect, run_application
 from fraud_detection.store.base import ArtifactStore
+from fraud_detection.store.staging import fetch_prefix, stage_file
 
-LOG = logging.getLogger(__name__)
 INPUT_KEY, OUTPUT_KEY = "input/validated.parquet", "features/"
 
 
@@ -59,9 +58,8 @@ def staging(store: ArtifactStore, name: str, azure_account_url: str | None = Non
 
 
 def stage_input(store: ArtifactStore, where: Staging, validated: Path) -> None:
-    """Copy the validated Parquet to the staged input key."""
-    LOG.info("staging %s at %s", validated, store.uri(where.prefix + INPUT_KEY))
-    store.write_bytes(where.prefix + INPUT_KEY, Path(validated).read_bytes())
+    """Copy the validated Parquet to the staged input key (``fraud_detection.store.staging``)."""
+    stage_file(store, Path(validated), where.prefix + INPUT_KEY)
 
 
 def fetch_output(store: ArtifactStore, where: Staging, features: Path) -> Path:
@@ -70,8 +68,7 @@ def fetch_output(store: ArtifactStore, where: Staging, features: Path) -> Path:
     Raises:
         KeyError: The driver wrote nothing there.
     """
-    LOG.info("copying the day partitions from %s", store.uri(where.prefix + OUTPUT_KEY))
-    return store.download_dir(where.prefix + OUTPUT_KEY, Path(features))
+    return fetch_prefix(store, where.prefix + OUTPUT_KEY, Path(features))
 
 
 def run_feature_job(

@@ -61,7 +61,7 @@ class StoreSettings(BaseSettings):
 
 
 class KubeflowSettings(BaseSettings):
-    """The Kubeflow Pipelines endpoint and the pipeline's node pool (mixed into the processes that start runs)."""
+    """The Kubeflow Pipelines endpoint, the pipeline's node pool and feature engine (mixed into what starts runs)."""
 
     model_config = SettingsConfigDict(env_prefix="FRAUD_", extra="ignore", protected_namespaces=())
 
@@ -77,6 +77,17 @@ class KubeflowSettings(BaseSettings):
         default=None,
         description="taint those steps tolerate, key[=value][:Effect], e.g. "
         "kubernetes.azure.com/scalesetpriority=spot:NoSchedule; none: no toleration",
+    )
+    feature_engine: Literal["memory", "spark", "spark-operator"] | None = Field(
+        default=None,
+        description="executor of the pipeline's feature step (run parameter feature_engine): memory, spark (Spark "
+        "local[*] in the step) or spark-operator (a SparkApplication; implies spark_operator); none: the pipeline's "
+        "default (memory)",
+    )
+    spark_operator: bool = Field(
+        default=False,
+        description="compile the pipeline with the Spark Operator wiring of the feature step (store Secret, Spark "
+        "settings ConfigMap); implied by feature_engine=spark-operator",
     )
 
 

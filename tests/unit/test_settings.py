@@ -40,7 +40,15 @@ STORE_FIELDS = {
     "verify_key",
     "trust_unsigned",
 }
-KFP_FIELDS = {"kfp_endpoint", "kfp_namespace", "kfp_token", "training_node_selector", "training_toleration"}
+KFP_FIELDS = {
+    "kfp_endpoint",
+    "kfp_namespace",
+    "kfp_token",
+    "training_node_selector",
+    "training_toleration",
+    "feature_engine",
+    "spark_operator",
+}
 #: Each process's own fields, on top of the store's.
 OWN_FIELDS: dict[type[StoreSettings], set[str]] = {
     PipelineSettings: KFP_FIELDS

@@ -45,7 +45,13 @@ from fraud_detection.features.definitions import (
     derive_matrix,
     window_bounds,
 )
-from fraud_detection.features.engine import SparkJobError, check_spark_output, input_files, require_spark
+from fraud_detection.features.engine import (
+    SparkJobError,
+    check_spark_output,
+    estimate_transactions,
+    input_files,
+    require_spark,
+)
 from fraud_detection.features.offline import FeatureConfig
 
 LOG = logging.getLogger(__name__)
@@ -59,6 +65,8 @@ _TERMINAL_VALUES = {"n": _ONE, "f": _LABEL}
 #: two days (so every residue of a minute, an hour and a day).
 _PROBE_START = 20_000 * SECONDS_PER_DAY
 _TILE_WIDTHS = (MINUTE, HOUR, SECONDS_PER_DAY)
+#: Target rows per shuffle partition (:func:`shuffle_partitions_for`).
+ROWS_PER_PARTITION = 1_000_000
 #: URI schemes Spark reads and writes through Hadoop's file systems (connector jars in the cluster image).
 HADOOP_SCHEMES = ("s3a", "abfs", "abfss", "gs", "hdfs")
 
@@ -112,6 +120,23 @@ def spark_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+def shuffle_partitions_for(transactions: int, rows_per_partition: int = ROWS_PER_PARTITION) -> int:
+    """Shuffle partitions for a history: about ``rows_per_partition`` rows each, at least 16, at most 4,000.
+
+    A window partition's rows are sorted and held together (an entity never spans two partitions), so partitions of
+    about a million rows (~150 MB of shuffled columns) sort in a task's share of a few GiB of heap; adaptive execution
+    merges partitions that come out small.
+
+    Args:
+        transactions: Rows of the input (an estimate is enough).
+        rows_per_partition: Target rows per partition.
+
+    Returns:
+        The number of partitions.
+    """
+    return int(min(max(transactions // rows_per_partition, 16), 4_000))
 
 
 def _probe() -> np.ndarray:
@@ -459,6 +484,10 @@ def run_spark_features(
     try:
         LOG.info("reading and checking %s", data)
         raw = read_transactions_spark(spark, data, column_map)
+        if not is_hadoop_uri(data):
+            partitions = shuffle_partitions_for(estimate_transactions(Path(data)))
+            spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+            LOG.info("%d shuffle partitions", partitions)
         LOG.info("building features and writing them by day to %s", output)
         target = write_features_spark(build_features_spark(raw, config), output)
         rows = spark.read.parquet(str(target)).count()

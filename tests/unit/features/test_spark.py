@@ -129,3 +129,9 @@ def test_spark_equals_memory_on_generated_histories(spark, frames, delay, since)
     raw = spark.createDataFrame(_union(frames))
     got = spark_features.build_features_spark(raw, FeatureConfig(label_delay_days=delay)).toPandas()
     assert_parity(got, want)
+
+
+def test_shuffle_partitions_grow_with_the_history_within_bounds() -> None:
+    assert spark_features.shuffle_partitions_for(1_800_000) == 16
+    assert spark_features.shuffle_partitions_for(100_000_000) == 100
+    assert spark_features.shuffle_partitions_for(10**12) == 4_000
