@@ -13,6 +13,7 @@ BENCHES = (
     "bench.online_bench",
     "bench.drift_bench",
     "bench.spark_bench",
+    "bench.sampling_bench",
     "bench.simulate_bench",
     "bench.image_size",
 )

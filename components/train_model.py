@@ -23,6 +23,9 @@ def train_model(
     train_days: int = 28,
     test_days: int = 14,
     delay_days: int = 7,
+    sample_legit: float = 1.0,
+    max_rows: int = 0,
+    params_json: str = "",
 ) -> str:
     """Train a calibrated model and write its bundle (``fraud_detection.workflow.train_bundle``).
 
@@ -41,6 +44,13 @@ def train_model(
         train_days: Most recent days before the delay window to train on; 0 for all of them.
         test_days: Held-out test days.
         delay_days: Label delay between training and test, never trained on.
+        sample_legit: Share of the legitimate training rows kept (every fraud is), weighted by its inverse; 1 keeps
+            all. The test window is never sampled.
+        max_rows: Most legitimate training rows kept (bounded memory whatever the history's size); 0 for no cap.
+            When sampling, or when ``features`` is a directory (day partitions of the Spark engine), the split is
+            read in bounded memory (``fraud_detection.data.sampled_split``).
+        params_json: Hyperparameters chosen by ``fraud backtest --select --params-out`` (the file's JSON text);
+            they override the parameters above and must be for ``model_type``. Empty for none.
 
     Returns:
         The candidate's version id.
@@ -51,6 +61,9 @@ def train_model(
     import pandas as pd
 
     from fraud_detection.data import schema
+    from fraud_detection.data.sampled_split import read_sampled_holdout
+    from fraud_detection.data.sampling import SampleSpec
+    from fraud_detection.data.window import HoldoutSplit
     from fraud_detection.model.candidate import train_bundle
     from fraud_detection.model.train import ModelType, TrainConfig
     from fraud_detection.settings import PipelineSettings
@@ -63,9 +76,24 @@ def train_model(
         max_leaf_nodes=max_leaf_nodes,
         min_samples_leaf=min_samples_leaf,
     )
+    if params_json:
+        from fraud_detection.model.selection import parse_params
+
+        config = parse_params(params_json, source="params_json").apply(config)
     name = model_name or PipelineSettings().model_name
+    spec = SampleSpec(legit_rate=sample_legit, max_rows=max_rows or None)
+    data: pd.DataFrame | HoldoutSplit
+    sampling = None
+    if spec.samples or Path(features.path).is_dir():
+        held = read_sampled_holdout(
+            features.path, spec, test_days=test_days, delay_days=delay_days, train_days=train_days or None
+        )
+        data = held.split
+        sampling = {"legit_rate": held.sample.rate, "window_rows": float(held.sample.window_rows)}
+    else:
+        data = pd.read_parquet(features.path)
     meta, split = train_bundle(
-        pd.read_parquet(features.path),
+        data,
         Path(bundle.path),
         config=config,
         model_name=name,
@@ -73,6 +101,7 @@ def train_model(
         test_days=test_days,
         delay_days=delay_days,
         source=source,
+        sampling=sampling if spec.samples else None,
     )
     schema.write_frame(split.test, test_set.path)
     bundle.metadata.update({k: meta[k] for k in ("model_name", "version", "model_type", "threshold")})

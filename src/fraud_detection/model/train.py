@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fraud_detection.data import schema
+from fraud_detection.data.sampling import WEIGHT
 from fraud_detection.model.metrics import FraudMetrics, choose_threshold, compute_metrics
 from fraud_detection.scoring.scorer import Scorer
 
@@ -127,17 +128,24 @@ class CalibratedPipeline(ClassifierMixin, BaseEstimator):
         p = np.clip(self.pipeline.predict_proba(X)[:, 1], 1e-6, 1 - 1e-6)
         return np.log(p / (1 - p))
 
-    def fit_calibration(self, X: np.ndarray, y: np.ndarray) -> CalibratedPipeline:
+    def fit_calibration(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> CalibratedPipeline:
         """Fit the Platt parameters on held-out rows.
 
         Args:
             X: Held-out feature matrix.
             y: Held-out labels.
+            sample_weight: Population rows each row stands for (``1 / rate`` for a sampled legitimate row): the
+                weighted fit gives probabilities calibrated on the unsampled population (its intercept absorbs the
+                sampling); None for 1 each.
 
         Returns:
             self.
         """
-        lr = LogisticRegression(C=1e6, max_iter=1_000).fit(self.margin(X).reshape(-1, 1), y)
+        lr = LogisticRegression(C=1e6, max_iter=1_000).fit(
+            self.margin(X).reshape(-1, 1), y, sample_weight=sample_weight
+        )
         self.a = float(lr.coef_[0, 0])
         self.b = float(lr.intercept_[0])
         return self
@@ -254,11 +262,45 @@ def split_for_calibration(frame: pd.DataFrame, fraction: float) -> tuple[pd.Data
     return fit, cal
 
 
+def sample_weights(frame: pd.DataFrame) -> np.ndarray | None:
+    """The rows' sample weights (:data:`~fraud_detection.data.sampling.WEIGHT`), or None for an unsampled frame.
+
+    Args:
+        frame: Feature frame.
+
+    Returns:
+        float64 weights, or None.
+    """
+    if WEIGHT not in frame.columns:
+        return None
+    return frame[WEIGHT].to_numpy(dtype=np.float64)
+
+
+def fit_pipeline(pipeline: Pipeline, frame: pd.DataFrame) -> Pipeline:
+    """Fit a Pipeline on a frame, with its sample weights when it has them (every step that accepts weights).
+
+    Args:
+        pipeline: Unfitted Pipeline from :func:`build_pipeline`.
+        frame: Labelled feature frame, sampled (with weights) or not.
+
+    Returns:
+        The fitted Pipeline.
+    """
+    weights = sample_weights(frame)
+    params = {} if weights is None else {f"{name}__sample_weight": weights for name, _ in pipeline.steps}
+    return pipeline.fit(feature_matrix(frame), frame[schema.LABEL].to_numpy(), **params)
+
+
 def train(frame: pd.DataFrame, config: TrainConfig | None = None) -> TrainResult:
     """Fit a Pipeline, calibrate it (Platt) on the latest part of the period and choose the threshold.
 
+    A frame sampled by :mod:`fraud_detection.data.sampling` carries a weight per row
+    (:data:`~fraud_detection.data.sampling.WEIGHT`): the fit, the calibration, the threshold's expected cost and the
+    calibration-window metrics are then weighted, so they estimate what the unsampled data would give.
+
     Args:
-        frame: Labelled feature frame from :func:`fraud_detection.features.offline.build_features`.
+        frame: Labelled feature frame from :func:`fraud_detection.features.offline.build_features`, or a weighted
+            sample of one.
         config: Training parameters.
 
     Returns:
@@ -267,18 +309,22 @@ def train(frame: pd.DataFrame, config: TrainConfig | None = None) -> TrainResult
     cfg = config or TrainConfig()
     schema.validate_feature_frame(frame)
     fit, cal = split_for_calibration(frame, cfg.calibration_fraction)
-    pipeline = build_pipeline(cfg)
     LOG.info("fitting %s on %d rows (%d fraud)", cfg.model_type, len(fit), int(fit[schema.LABEL].sum()))
-    pipeline.fit(feature_matrix(fit), fit[schema.LABEL].to_numpy())
-    model = CalibratedPipeline(pipeline).fit_calibration(feature_matrix(cal), cal[schema.LABEL].to_numpy())
+    pipeline = fit_pipeline(build_pipeline(cfg), fit)
+    cal_weights = sample_weights(cal)
+    model = CalibratedPipeline(pipeline).fit_calibration(feature_matrix(cal), cal[schema.LABEL].to_numpy(), cal_weights)
     scores = score(model, cal)
     threshold = choose_threshold(
-        scores, cal[schema.LABEL].to_numpy(), cal[schema.AMOUNT].to_numpy(dtype=np.float64), cfg.review_cost
+        scores,
+        cal[schema.LABEL].to_numpy(),
+        cal[schema.AMOUNT].to_numpy(dtype=np.float64),
+        cfg.review_cost,
+        cal_weights,
     )
-    validation = compute_metrics(cal, scores, threshold, cfg.review_cost)
+    validation = compute_metrics(cal, scores, threshold, cfg.review_cost, sample_weight=cal_weights)
     n_fit = len(fit)
     if cfg.refit_full:
-        full = build_pipeline(cfg).fit(feature_matrix(frame), frame[schema.LABEL].to_numpy())
+        full = fit_pipeline(build_pipeline(cfg), frame)
         model = CalibratedPipeline(full, model.a, model.b)
         n_fit = len(frame)
     LOG.info(
