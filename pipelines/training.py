@@ -218,6 +218,9 @@ def build_pipeline(
         canary_traffic_percent: int = 10,
         materialize_online: bool = False,
         feature_engine: str = "memory",
+        sample_legit: float = 1.0,
+        max_rows: int = 0,
+        params_json: str = "",
     ) -> NamedTuple("Outputs", [("promoted", bool), ("metrics", Metrics), ("report", HTML)]):  # type: ignore[valid-type]
         """Train a fraud model and promote it only when it beats production.
 
@@ -257,6 +260,11 @@ def build_pipeline(
             feature_engine: ``memory`` (numpy, in the step), ``spark`` (Spark ``local[*]`` in the step) or
                 ``spark-operator`` (a SparkApplication on the Kubeflow Spark Operator; compile with
                 ``spark_operator=True``); the Spark engines pass day partitions on to training.
+            sample_legit: Share of the legitimate training rows kept (every fraud is, weighted by the inverse
+                share), read partition by partition so the train step's memory is bounded; 1 for all.
+            max_rows: Cap on the legitimate training rows (the share follows from it); 0 for none.
+            params_json: Hyperparameters chosen by ``fraud backtest --select --params-out FILE`` (the file's
+                JSON text); they override the model parameters above. Empty for none.
 
         Returns:
             Whether the candidate passed the promotion gate, its metrics (with production's on the same rows),
@@ -307,6 +315,9 @@ def build_pipeline(
                 train_days=train_days,
                 test_days=test_days,
                 delay_days=delay_days,
+                sample_legit=sample_legit,
+                max_rows=max_rows,
+                params_json=params_json,
             ),
             "train model",
         )

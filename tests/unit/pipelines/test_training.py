@@ -370,7 +370,7 @@ def test_make_client_needs_an_endpoint():
 
 def test_cli_schedule_without_endpoint_fails_cleanly(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("FRAUD_KFP_ENDPOINT", raising=False)
-    result = CliRunner().invoke(app, ["pipeline", "schedule"])
+    result = CliRunner().invoke(app, ["pipeline", "schedule", "--simulate"])
     assert result.exit_code == 2
     assert "FRAUD_KFP_ENDPOINT" in result.output
 
