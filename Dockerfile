@@ -58,7 +58,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/home/fraud \
-    XDG_CACHE_HOME=/tmp/.cache
+    XDG_CACHE_HOME=/tmp/.cache \
+    OMP_WAIT_POLICY=PASSIVE
 RUN groupadd --gid 1000 fraud \
  && useradd --uid 1000 --gid 1000 --no-log-init --create-home --home-dir /home/fraud \
       --shell /usr/sbin/nologin fraud

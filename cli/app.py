@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -120,6 +121,10 @@ def run(argv: list[str] | None = None) -> int:
     Returns:
         The exit status.
     """
+    # OpenMP threads (HistGradientBoosting) that wait for work sleep instead of spinning: on a shared or small
+    # machine, spinning threads made a 10 s training fold take minutes (docs/PERFORMANCE.md, "Training threads").
+    # Read once, when scikit-learn first loads OpenMP, which happens after this point; a user's value wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # click's UsageError, whichever click typer runs on (its own vendored copy in recent versions).
     usage_error: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
     try:

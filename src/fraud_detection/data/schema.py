@@ -111,6 +111,19 @@ def _feature_specs() -> tuple[FeatureSpec, ...]:
                 1.0,
             )
         )
+    specs += [
+        FeatureSpec(
+            "amount_to_customer_avg_7d",
+            "amount divided by the customer's mean over the prior 7 days (1 without history)",
+            0.0,
+        ),
+        FeatureSpec(
+            "customer_avg_7d_to_baseline",
+            "customer's mean amount over the prior 7 days divided by their mean over the 23 days before those (the "
+            "baseline a compromise of the last days has not inflated; 1 without either)",
+            0.0,
+        ),
+    ]
     return tuple(specs)
 
 

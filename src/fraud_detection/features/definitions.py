@@ -170,6 +170,7 @@ _T_DAYS = [w.days for w in TERMINAL_WINDOWS]
 _A_CN, _A_CS = _aggregate_columns(CUSTOMER_WINDOWS, "n"), _aggregate_columns(CUSTOMER_WINDOWS, "s")
 _A_TN, _A_TF = _aggregate_columns(TERMINAL_WINDOWS, "n"), _aggregate_columns(TERMINAL_WINDOWS, "f")
 _A_30 = np.array([AGGREGATES.index(f"customer_30d_{a}") for a in CUSTOMER_AGGREGATES], dtype=np.intp)
+_A_7 = np.array([AGGREGATES.index(f"customer_7d_{a}") for a in CUSTOMER_AGGREGATES], dtype=np.intp)
 _A_N1 = AGGREGATES.index("customer_1d_n")
 _F_RAW = [schema.FEATURES.index(n) for n in ("amount", "hour_of_day", "is_weekend", "is_night")]
 _F_TENURE = schema.FEATURES.index("customer_tenure_days")
@@ -181,6 +182,26 @@ _F_RATIO = schema.FEATURES.index("amount_to_customer_avg_30d")
 _F_ZSCORE = schema.FEATURES.index("amount_zscore_30d")
 _F_TCOUNT = _columns([f"terminal_tx_count_{d}d" for d in _T_DAYS])
 _F_TRATE = _columns([f"terminal_fraud_rate_{d}d" for d in _T_DAYS])
+_F_RATIO_7D = schema.FEATURES.index("amount_to_customer_avg_7d")
+_F_AVG7_BASE = schema.FEATURES.index("customer_avg_7d_to_baseline")
+
+
+def _mean_std(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population standard deviation (cents) from a count, a sum and a sum of squares; 0 where undefined."""
+    rows = n.shape[0]
+    mean = np.divide(s, n, out=np.zeros(rows), where=n > 0)
+    var = np.divide(q, n, out=np.zeros(rows), where=n > 1)
+    var -= np.where(n > 1, mean**2, 0.0)
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, default: float) -> np.ndarray:
+    return np.divide(num, den, out=np.full(num.shape[0], default), where=den > 0)
+
+
+def _zscore(cents: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    z = np.divide(cents - mean, std, out=np.zeros(cents.shape[0]), where=std > 1e-7)
+    return np.minimum(np.maximum(z, -50.0), 50.0)
 
 
 def derive_matrix(
@@ -224,15 +245,18 @@ def derive_matrix(
     out[:, _F_CCOUNT] = count
     out[:, _F_CAVG] = (a[:, _A_CS] + cents[:, None]) / 100.0 / count
     n30, s30, q30 = a[:, _A_30].T
+    n7, s7, _ = a[:, _A_7].T
     out[:, _F_PREV_24H] = a[:, _A_N1]
     out[:, _F_MONTHLY_SPEND] = s30 / 100.0
-    mean_cents = np.divide(s30, n30, out=np.zeros(n_rows), where=n30 > 0)
-    out[:, _F_RATIO] = np.divide(cents, mean_cents, out=np.ones(n_rows), where=mean_cents > 0)
-    var_cents = np.divide(q30, n30, out=np.zeros(n_rows), where=n30 > 1)
-    var_cents -= np.where(n30 > 1, mean_cents**2, 0.0)
-    std_cents = np.sqrt(np.maximum(var_cents, 0.0))
-    zscore = np.divide(cents - mean_cents, std_cents, out=np.zeros(n_rows), where=std_cents > 1e-7)
-    out[:, _F_ZSCORE] = np.minimum(np.maximum(zscore, -50.0), 50.0)
+    mean_cents, std_cents = _mean_std(n30, s30, q30)
+    out[:, _F_RATIO] = _ratio(cents, mean_cents, 1.0)
+    out[:, _F_ZSCORE] = _zscore(cents, mean_cents, std_cents)
+    # The baseline: the 30-day window without its last 7 days (both start on the hour and end on the minute, so
+    # the difference is exactly the older part), which a compromise of the last days has not inflated yet.
+    base_mean = _ratio(s30 - s7, n30 - n7, 0.0)
+    mean7 = _ratio(s7, n7, 0.0)
+    out[:, _F_RATIO_7D] = _ratio(cents, mean7, 1.0)
+    out[:, _F_AVG7_BASE] = np.where(mean7 > 0, _ratio(mean7, base_mean, 1.0), 1.0)
     tn = a[:, _A_TN]
     out[:, _F_TCOUNT] = tn
     out[:, _F_TRATE] = np.divide(a[:, _A_TF], tn, out=np.zeros_like(tn), where=tn > 0)

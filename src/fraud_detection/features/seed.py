@@ -5,7 +5,8 @@ The seed API sent ``amount``, ``hour_of_day``, ``avg_monthly_spend``, ``customer
 customer's only earlier transactions are the ``num_prev_tx_24h`` of the last 24 hours, of equal amounts totalling
 ``avg_monthly_spend``; the terminal is unknown (no transactions, no fraud); the day is a weekday. So the customer
 counts are ``num_prev_tx_24h + 1`` over every window, the means ``(avg_monthly_spend + amount) / count``, the z-score 0,
-the terminal features 0, and ``is_night`` follows ``hour_of_day``. Callers that know more should send raw
+the 7-day ratio the 30-day one, no older baseline (ratio 1), the terminal features 0, and ``is_night`` follows
+``hour_of_day``. Callers that know more should send raw
 transactions (features computed on the server) or every feature.
 """
 
@@ -48,6 +49,9 @@ def complete_seed(values: Mapping[str, float], night_end_hour: int = 6) -> dict[
         "is_night": float(hour < night_end_hour),
         "amount_to_customer_avg_30d": amount / mean_prior if mean_prior > 0 else 1.0,
         "amount_zscore_30d": 0.0,
+        # All of that history is in the last 7 days: the same mean, no older baseline.
+        "amount_to_customer_avg_7d": amount / mean_prior if mean_prior > 0 else 1.0,
+        "customer_avg_7d_to_baseline": 1.0,
     }
     for days in schema.CUSTOMER_WINDOWS_DAYS:
         out[f"customer_tx_count_{days}d"] = count

@@ -130,7 +130,7 @@ def test_score_batch_refuses_what_a_request_may_not_hold(scorers):
     with pytest.raises(InputError, match=r"'terminal_fraud_rate_7d'.*row 555") as err:
         scorers["hgb"].score_batch(rows)
     assert err.value.kind == "out_of_range"
-    with pytest.raises(InputError, match=r"expected \[N, 21\]"):
+    with pytest.raises(InputError, match=r"expected \[N, 23\]"):
         scorers["hgb"].score_batch(np.zeros((3, 5)))
 
 
@@ -310,7 +310,7 @@ def test_bad_values_are_refused_naming_the_feature(scorers, overrides, kind, nee
 
 def test_shape_type_emptiness_and_batch_limit_are_checked(scorers):
     scorer = scorers["hgb"]
-    with pytest.raises(InputError, match=r"shape \[1, 5\], expected \[N, 21\]") as err:
+    with pytest.raises(InputError, match=r"shape \[1, 5\], expected \[N, 23\]") as err:
         scorer.check(np.zeros((1, 5)))
     assert err.value.kind == "shape"
     with pytest.raises(InputError, match="dtype") as err:
@@ -364,7 +364,7 @@ def test_bad_tensors_are_refused_naming_the_input(scorers, mutate, kind, needle)
 
 
 def test_matrix_tensor_with_wrong_width_names_the_schema(scorers):
-    with pytest.raises(InputError, match="expected \\[N, 21\\] with the features in schema order \\(amount, "):
+    with pytest.raises(InputError, match="expected \\[N, 23\\] with the features in schema order \\(amount, "):
         matrix_from_tensors(scorers["hgb"], [Tensor("features", "FP32", [1, 5], [1, 2, 3, 4, 5])])
 
 
