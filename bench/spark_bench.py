@@ -10,8 +10,8 @@ memory|spark``, so each reads the raw file, builds the features and writes them)
 workers), sampled every 0.2 s with psutil (else /proc). Spark writes its event log; the report lists each stage's
 tasks, run time, shuffle and spill from it (how the work would spread over executors). ``--train-max-rows N`` then
 trains on each Spark output with ``fraud train --train-days DAYS --max-rows N`` (every day of the history, legitimate
-rows capped): the bounded-memory training's peak RSS against the history's size. Results go to the section "Features on Spark" of
-docs/PERFORMANCE.md.
+rows capped): the bounded-memory training's peak RSS against the history's size. Results go to the section
+"Features on Spark" of docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
