@@ -135,6 +135,24 @@ for arg in sys.argv[1:]:
     if digest != expected:
         sys.exit(f"{target.name}: sha1 {digest}, expected {expected}")
 PY
+# ABFS (abfss://, the az:// store on AKS: docs/KUBERNETES.md "On AKS"): hadoop-azure of the same Hadoop as hadoop-aws,
+# which brings WorkloadIdentityTokenProvider (Hadoop >= 3.4.1). Opt-in until its checksum is pinned here: TODO(issue
+# 12) set HADOOP_AZURE_SHA1 to the sha1 of hadoop-azure-$HADOOP_VERSION.jar from a source you trust (Maven Central's
+# .sha1 checked against the ASF release signature); with it empty the image has no ABFS and says so in the build log.
+ARG HADOOP_AZURE_SHA1=
+RUN if [ -z "$HADOOP_AZURE_SHA1" ]; then echo "HADOOP_AZURE_SHA1 unset: no hadoop-azure, no abfss://"; exit 0; fi \
+ && python - \
+      "$MAVEN/org/apache/hadoop/hadoop-azure/$HADOOP_VERSION/hadoop-azure-$HADOOP_VERSION.jar=$HADOOP_AZURE_SHA1" \
+      <<'PY'
+import hashlib, pathlib, sys, urllib.request
+for arg in sys.argv[1:]:
+    url, _, expected = arg.rpartition("=")
+    target = pathlib.Path("/jars") / url.rsplit("/", 1)[1]
+    urllib.request.urlretrieve(url, target)
+    digest = hashlib.sha1(target.read_bytes()).hexdigest()
+    if digest != expected:
+        sys.exit(f"{target.name}: sha1 {digest}, expected {expected}")
+PY
 
 # ---------------------------------------------------------------------------------------------------------
 # The Spark distribution (Spark, its Hadoop client, pyspark, the Kubernetes entry point) from the official image.

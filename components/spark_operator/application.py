@@ -2,7 +2,7 @@
 
 The driver runs :mod:`components.spark_operator.driver` in cluster mode with the input and output as S3A (or ABFS)
 URIs; Spark's own master (the operator's ``spark-submit``) runs the executors. Store keys reach driver and executors
-by ``secretKeyRef`` from the store Secret, never as values.
+by ``secretKeyRef`` from the store Secret, never as values; an ``abfss://`` store (AKS) uses workload identity.
 """
 
 from __future__ import annotations
@@ -19,6 +19,26 @@ API_VERSION = f"{GROUP}/{VERSION}"
 #: Labels of every feature application (``kubectl get sparkapplications -l app.kubernetes.io/component=features``).
 LABELS = {"app.kubernetes.io/name": "fraud-detection", "app.kubernetes.io/component": "features"}
 _NAME_MAX = 63
+#: The pod label AKS's workload identity webhook acts on: it mounts the federated token and sets ``AZURE_CLIENT_ID``,
+#: ``AZURE_TENANT_ID``, ``AZURE_FEDERATED_TOKEN_FILE`` and ``AZURE_AUTHORITY_HOST`` from the pod's service account
+#: (annotated ``azure.workload.identity/client-id`` by the chart).
+WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
+#: ABFS with AKS workload identity (Hadoop >= 3.4.1, HADOOP-18610). Key names as in hadoop-azure's
+#: ``ConfigurationKeys`` (``FS_AZURE_ACCOUNT_AUTH_TYPE_PROPERTY_NAME``,
+#: ``FS_AZURE_ACCOUNT_TOKEN_PROVIDER_TYPE_PROPERTY_NAME``, ``FS_AZURE_ACCOUNT_OAUTH_CLIENT_ID``,
+#: ``FS_AZURE_ACCOUNT_OAUTH_MSI_TENANT``, ``FS_AZURE_ACCOUNT_OAUTH_MSI_AUTHORITY``,
+#: ``FS_AZURE_ACCOUNT_OAUTH_TOKEN_FILE``), read by ``AbfsConfiguration.getTokenProvider`` for
+#: ``WorkloadIdentityTokenProvider``. The values are Hadoop ``${env.NAME}`` substitutions, resolved in each pod from
+#: what the webhook injected: no identifier or secret is in the manifest. The operator passes ``hadoopConf`` entries
+#: to Spark as ``spark.hadoop.<key>``.
+ABFS_WORKLOAD_IDENTITY = {
+    "fs.azure.account.auth.type": "OAuth",
+    "fs.azure.account.oauth.provider.type": "org.apache.hadoop.fs.azurebfs.oauth2.WorkloadIdentityTokenProvider",
+    "fs.azure.account.oauth2.client.id": "${env.AZURE_CLIENT_ID}",
+    "fs.azure.account.oauth2.msi.tenant": "${env.AZURE_TENANT_ID}",
+    "fs.azure.account.oauth2.msi.authority": "${env.AZURE_AUTHORITY_HOST}",
+    "fs.azure.account.oauth2.token.file": "${env.AZURE_FEDERATED_TOKEN_FILE}",
+}
 
 
 def application_name(run_key: str, prefix: str = "fraud-features") -> str:
@@ -64,11 +84,12 @@ def spark_uri(store_uri: str, azure_account_url: str | None = None) -> str:
     )
 
 
-def _pod(settings: SparkSettings, cores: int, memory: str) -> dict[str, Any]:
+def _pod(settings: SparkSettings, cores: int, memory: str, azure: bool = False) -> dict[str, Any]:
+    labels = {**LABELS, WORKLOAD_IDENTITY_LABEL: "true"} if azure else dict(LABELS)
     pod: dict[str, Any] = {
         "cores": cores,
         "memory": memory,
-        "labels": dict(LABELS),
+        "labels": labels,
         "serviceAccount": settings.service_account,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -109,8 +130,11 @@ def build_application(
         column_map: Source-to-contract renames, ``SRC=DST`` pairs separated by commas.
 
     Returns:
-        The manifest (a dict ready for ``CustomObjectsApi.create_namespaced_custom_object``).
+        The manifest (a dict ready for ``CustomObjectsApi.create_namespaced_custom_object``). With an ``abfss://``
+        input or output, driver and executors carry the workload identity label and ABFS authenticates with
+        :data:`ABFS_WORKLOAD_IDENTITY`.
     """
+    azure = any(urlparse(uri).scheme == "abfss" for uri in (input_uri, output_uri))
     arguments = ["--input", input_uri, "--output", output_uri, "--label-delay-days", str(label_delay_days)]
     if column_map:
         arguments += ["--column-map", column_map]
@@ -129,9 +153,9 @@ def build_application(
         },
         "restartPolicy": {"type": "Never"},
         "timeToLiveSeconds": settings.time_to_live_seconds,
-        "driver": _pod(settings, settings.driver_cores, settings.driver_memory),
+        "driver": _pod(settings, settings.driver_cores, settings.driver_memory, azure),
         "executor": {
-            **_pod(settings, settings.executor_cores, settings.executor_memory),
+            **_pod(settings, settings.executor_cores, settings.executor_memory, azure),
             "instances": settings.executor_instances,
         },
     }
@@ -142,6 +166,8 @@ def build_application(
             "fs.s3a.path.style.access": "true",
             "fs.s3a.connection.ssl.enabled": "true" if endpoint.scheme == "https" else "false",
         }
+    if azure:
+        spec["hadoopConf"] = {**spec.get("hadoopConf", {}), **ABFS_WORKLOAD_IDENTITY}
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,

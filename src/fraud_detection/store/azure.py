@@ -377,17 +377,24 @@ class AzureBlobStore(ArtifactStore):
     def exists(self, key: str) -> bool:
         """Whether an object exists (one metadata request, no download).
 
+        A directory of an account with a hierarchical namespace (ADLS Gen2, what Spark on AKS writes through
+        ``abfss://``) is an empty blob marked ``hdi_isfolder=true``: a prefix, not an object, as the listings treat
+        it.
+
         Args:
             key: Object key.
 
         Returns:
-            True when it exists.
+            True when an object of that name exists.
         """
-        from azure.core.exceptions import AzureError
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         name = self._name(key)
         try:
-            return bool(self._container.get_blob_client(name).exists())
+            metadata = self._container.get_blob_client(name).get_blob_properties().metadata or {}
+            return str(metadata.get("hdi_isfolder", "")).lower() != "true"
+        except ResourceNotFoundError:
+            return False
         except AzureError as exc:
             raise StoreError(f"cannot check {self.uri(key)} (container {self.container!r}): {_reason(exc)}") from exc
 

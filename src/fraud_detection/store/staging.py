@@ -128,7 +128,7 @@ def check_publishable(store: ArtifactStore, prefix: str) -> None:
             prefix) has the destination's name.
         StoreError: The store cannot be listed (unreachable, refused).
     """
-    if store.exists(prefix.rstrip("/")):
+    if prefix.strip("/") and store.exists(prefix.rstrip("/")):
         raise ValueError(f"{store.uri(prefix.rstrip('/'))}: is an object, give a prefix for the day partitions")
     keys = store.list(prefix)
     if keys and prefix + MARKER not in keys:

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from components.spark_operator.application import application_name, build_application
+from components.spark_operator.application import application_name, build_application, spark_uri
 from components.spark_operator.settings import settings_from_mapping
 from pipelines.training import SPARK_CONFIG_MAP_NAME
 from tests import k8s
@@ -128,3 +128,28 @@ def test_bad_values_are_refused(render: Render, sets: tuple[str, ...], message: 
     with pytest.raises(k8s.ToolError) as failure:
         render((), sets)
     assert message in str(failure.value).lower() or message in str(failure.value)
+
+
+def test_on_aks_the_spark_pods_use_workload_identity_and_no_keys(render: Render) -> None:
+    objects = _spark_objects(render, ("values-aks.yaml",), ("spark.enabled=true", "pipeline.enabled=true"))
+    assert {k for k, _ in kinds_and_names(objects)} == {k for k, _ in EXPECTED}
+    assert k8s.validate_all(objects) == []
+    sa = k8s.one(objects, "ServiceAccount", "fraud-detection-spark")
+    assert sa["metadata"]["annotations"] == {"azure.workload.identity/client-id": "<pipeline-identity-client-id>"}
+    raw = json.loads(k8s.one(objects, "ConfigMap", SPARK_CONFIG_MAP_NAME)["data"]["settings.json"])
+    assert raw["secretName"] == "" and raw["s3Endpoint"] == ""  # no store Secret, no S3 endpoint on Azure
+    account = "https://fraudsa01.blob.core.windows.net"
+    app = build_application(
+        application_name("az://models/run"),
+        settings_from_mapping(raw),
+        spark_uri("az://models/spark/run/input/validated.parquet", account),
+        spark_uri("az://models/spark/run/features", account),
+    )
+    assert crd_errors(app) == []
+    spec = app["spec"]
+    for pod in (spec["driver"], spec["executor"]):
+        assert pod["serviceAccount"] == "fraud-detection-spark"
+        assert pod["labels"]["azure.workload.identity/use"] == "true"
+        assert [e["name"] for e in pod["env"]] == ["PYTHONUNBUFFERED"]  # no secretKeyRef at all
+        assert pod["nodeSelector"] == {"fraud-detection/pool": "training"}  # pipeline.nodePool of values-aks
+    assert spec["hadoopConf"]["fs.azure.account.oauth.provider.type"].endswith(".WorkloadIdentityTokenProvider")

@@ -167,3 +167,52 @@ def test_settings_load_from_the_mounted_file_or_fail_naming_what_to_enable(tmp_p
     (tmp_path / "settings.json").write_text("[1]")
     with pytest.raises(SparkSettingsError, match="expected a JSON object"):
         load_settings(tmp_path)
+
+
+def test_an_azure_store_authenticates_with_aks_workload_identity():
+    account = "https://fraudsa01.blob.core.windows.net"
+    source = spark_uri("az://models/spark/app/input/validated.parquet", account)
+    target = spark_uri("az://models/spark/app/features", account)
+    app = build_application("fraud-features-0123456789ab", MINIMAL, source, target)
+    assert errors(app) == []
+    spec = app["spec"]
+    assert spec["arguments"][:4] == ["--input", source, "--output", target]
+    for pod in (spec["driver"], spec["executor"]):
+        assert pod["labels"]["azure.workload.identity/use"] == "true"  # the AKS webhook injects the identity
+        assert pod["serviceAccount"] == "fraud-spark"  # the one the chart annotates with the client id
+        assert not [e for e in pod["env"] if e["name"].startswith("AWS_")]  # no store Secret on MINIMAL
+    conf = spec["hadoopConf"]
+    assert conf["fs.azure.account.auth.type"] == "OAuth"
+    assert conf["fs.azure.account.oauth.provider.type"] == (
+        "org.apache.hadoop.fs.azurebfs.oauth2.WorkloadIdentityTokenProvider"
+    )
+    assert conf["fs.azure.account.oauth2.client.id"] == "${env.AZURE_CLIENT_ID}"
+    assert conf["fs.azure.account.oauth2.msi.tenant"] == "${env.AZURE_TENANT_ID}"
+    assert conf["fs.azure.account.oauth2.token.file"] == "${env.AZURE_FEDERATED_TOKEN_FILE}"
+    # Nothing identifying or secret in the manifest: only the pods' injected environment is referenced.
+    text = json.dumps(app)
+    assert "fraudsa01.dfs.core.windows.net" in text
+    assert "secret" not in json.dumps(conf).lower()
+    assert all(v == "OAuth" or v.startswith(("org.apache.", "${env.AZURE_")) for v in conf.values())
+
+
+def test_an_s3_store_gets_no_azure_settings():
+    app = full()
+    spec = app["spec"]
+    assert not any(k.startswith("fs.azure.") for k in spec["hadoopConf"])
+    assert "azure.workload.identity/use" not in spec["driver"]["labels"]
+    assert "azure.workload.identity/use" not in spec["executor"]["labels"]
+
+
+@pytest.mark.parametrize("bad", [{"fs.azure.account.auth.type": 1}, {"fs.azure.account.auth.type": None}])
+def test_a_broken_azure_setting_is_rejected(bad):
+    account = "https://fraudsa01.blob.core.windows.net"
+    app = build_application(
+        "fraud-features-0123456789ab",
+        MINIMAL,
+        spark_uri("az://models/in.parquet", account),
+        spark_uri("az://models/out", account),
+    )
+    broken = copy.deepcopy(app)
+    broken["spec"]["hadoopConf"].update(bad)
+    assert errors(broken) != []
