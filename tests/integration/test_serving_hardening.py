@@ -323,7 +323,7 @@ STRICT_CASES: list[tuple[str, str, bytes, dict[str, str], str]] = [
         ).encode()
         + b"\0" * 8 * F,
         {"Inference-Header-Content-Length": "127"},
-        "binary_data_size add up to 999 bytes but 168 bytes follow",
+        f"binary_data_size add up to 999 bytes but {8 * F} bytes follow",
     ),
 ]
 
