@@ -394,13 +394,7 @@ def backtest_cmd(
         table = Table(
             title=f"prequential backtest: {folds} folds from {start}, {train_days}/{delay_days}/{test_days} days"
         )
-        summary = summarise(results)
-        table.add_column("model")
-        for col in summary.columns:
-            table.add_column(str(col), justify="right")
-        for model_name, row in summary.iterrows():
-            table.add_row(str(model_name), *row.tolist())
-        console.print(table)
+        console.print(_frame_table(table, "model", summarise(results)))
         if output_json is not None:
             payload = results[0].as_dict() if len(results) == 1 else {r.model_type: r.as_dict() for r in results}
             write_json(output_json, payload)
@@ -491,12 +485,7 @@ def _select_cmd(
     console.print(table)
     comparison = report.comparison()
     table = Table(title=f"default vs chosen {selection.params}: validation and test folds from {folds.start.date()}")
-    table.add_column("config / folds")
-    for col in comparison.columns:
-        table.add_column(str(col), justify="right")
-    for name, row in comparison.iterrows():
-        table.add_row(str(name), *row.tolist())
-    console.print(table)
+    console.print(_frame_table(table, "config / folds", comparison))
     if output_json is not None:
         write_json(output_json, report.as_dict())
         LOG.info("wrote %s", output_json)
@@ -592,3 +581,13 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate_cmd)
     app.command("backtest")(backtest_cmd)
     app.add_typer(models_app, name="models")
+
+
+def _frame_table(table: Table, index_name: str, frame: pd.DataFrame) -> Table:
+    """Fill a rich table with a frame of preformatted cells: its index as the first column, then its columns."""
+    table.add_column(index_name)
+    for col in frame.columns:
+        table.add_column(str(col), justify="right")
+    for name, row in frame.iterrows():
+        table.add_row(str(name), *row.tolist())
+    return table

@@ -18,7 +18,7 @@ from fraud_detection.data import schema
 from fraud_detection.data.feature_dataset import open_features, time_span
 from fraud_detection.data.sampling import WEIGHT, SampleSpec, WeightedSample, read_sample, read_window
 from fraud_detection.data.splits import TRAINING_SPLIT, train_delay_test_split
-from fraud_detection.data.window import HoldoutSplit
+from fraud_detection.data.window import HoldoutSplit, training_span
 
 LOG = logging.getLogger(__name__)
 
@@ -68,17 +68,7 @@ def read_sampled_holdout(
         ValueError: The data spans too few days (the message of :func:`~fraud_detection.data.window.holdout_split`).
     """
     dataset = open_features(path)
-    first, last = time_span(dataset)
-    first_day, last_day = first.floor("D"), last.floor("D")
-    total_days = int((last_day - first_day).days) + 1
-    available = total_days - delay_days - test_days
-    if available < 2:
-        raise ValueError(
-            f"the data spans {total_days} day(s); training needs at least {delay_days + test_days + 2} "
-            f"(delay {delay_days} + test {test_days} + 2 training days)"
-        )
-    days = available if train_days is None else min(train_days, available)
-    start = first_day + pd.Timedelta(days=available - days)
+    start, days = training_span(*time_span(dataset), train_days, delay_days, test_days)
     train_end = start + pd.Timedelta(days=days)
     test_start = train_end + pd.Timedelta(days=delay_days)
     test_end = test_start + pd.Timedelta(days=test_days)

@@ -68,6 +68,36 @@ class HoldoutSplit:
     test: pd.DataFrame
 
 
+def training_span(
+    first: pd.Timestamp, last: pd.Timestamp, train_days: int | None, delay_days: int, test_days: int
+) -> tuple[pd.Timestamp, int]:
+    """Where training starts and how many days it covers, so that the delay and test windows end on the last day.
+
+    Args:
+        first: The earliest event time of the data.
+        last: The latest event time of the data.
+        train_days: Most recent training days wanted (None for every day available).
+        delay_days: Label delay window.
+        test_days: Test window.
+
+    Returns:
+        (first training day at UTC midnight, training days).
+
+    Raises:
+        ValueError: The data spans too few days.
+    """
+    first_day, last_day = first.floor("D"), last.floor("D")
+    total_days = int((last_day - first_day).days) + 1
+    available = total_days - delay_days - test_days
+    if available < 2:
+        raise ValueError(
+            f"the data spans {total_days} day(s); training needs at least {delay_days + test_days + 2} "
+            f"(delay {delay_days} + test {test_days} + 2 training days)"
+        )
+    days = available if train_days is None else min(train_days, available)
+    return first_day + pd.Timedelta(days=available - days), days
+
+
 def holdout_split(
     features: pd.DataFrame,
     test_days: int = TRAINING_SPLIT.test,
@@ -88,16 +118,8 @@ def holdout_split(
     Raises:
         ValueError: The data spans too few days.
     """
-    first = features[schema.EVENT_TIME].min().floor("D")
-    last = features[schema.EVENT_TIME].max().floor("D")
-    total_days = int((last - first).days) + 1
-    available = total_days - delay_days - test_days
-    if available < 2:
-        raise ValueError(
-            f"the data spans {total_days} day(s); training needs at least {delay_days + test_days + 2} "
-            f"(delay {delay_days} + test {test_days} + 2 training days)"
-        )
-    days = available if train_days is None else min(train_days, available)
-    start = first + pd.Timedelta(days=available - days)
+    start, days = training_span(
+        features[schema.EVENT_TIME].min(), features[schema.EVENT_TIME].max(), train_days, delay_days, test_days
+    )
     split = train_delay_test_split(features, start, days, delay_days, test_days)
     return HoldoutSplit(train=split.train, test=split.test)
