@@ -147,6 +147,7 @@ def run(
     write: bool = True,
     command: str = COMMAND,
     train_max_rows: int = 0,
+    train_max_frauds: int = 0,
 ) -> list[dict[str, object]]:
     """Each size, each engine; the section is rewritten after each size (a long run keeps what it measured)."""
     from fraud_detection.features.engine import memory_estimate_bytes, total_memory_bytes
@@ -183,6 +184,9 @@ def run(
                     train += ["--train-days", str(days), "--max-rows", str(train_max_rows)]
                     result["train"] = measure(train)
                     shutil.rmtree(bundle, ignore_errors=True)
+                    if train_max_frauds:
+                        result["train_frauds_capped"] = measure([*train, "--max-frauds", str(train_max_frauds)])
+                        shutil.rmtree(bundle, ignore_errors=True)
             LOG.info("%s", json.dumps({k: v for k, v in result.items() if k != "stages"}))
             results.append(result)
             if out.is_dir():
@@ -191,11 +195,13 @@ def run(
                 out.unlink(missing_ok=True)
         shutil.rmtree(raw, ignore_errors=True)
         if write:
-            LOG.info("wrote %s", report(results, command, train_max_rows))
+            LOG.info("wrote %s", report(results, command, train_max_rows, train_max_frauds))
     return results
 
 
-def report(results: list[dict[str, object]], command: str = COMMAND, train_max_rows: int = 0) -> Path:
+def report(
+    results: list[dict[str, object]], command: str = COMMAND, train_max_rows: int = 0, train_max_frauds: int = 0
+) -> Path:
     """Write the section: one row per size and engine, then each Spark run's stages."""
     lines = [
         f"Command: `{command}`. The machine is shared: the load average (1 min) before each run is in the table.",
@@ -220,15 +226,24 @@ def report(results: list[dict[str, object]], command: str = COMMAND, train_max_r
             "",
             f"Bounded-memory training on each Spark output: `fraud train --data FEATURES --train-days DAYS --max-rows "
             f"{train_max_rows}` (every day of the history; every fraud and at most {train_max_rows:,} legitimate rows, "
-            "weighted), peak RSS of the process:",
+            "weighted), peak RSS of the process"
+            + (
+                f"; then the same with `--max-frauds {train_max_frauds}` (frauds capped too, weighted):"
+                if train_max_frauds
+                else ":"
+            ),
             "",
-            "| transactions in the history | seconds | peak RSS |",
-            "|---:|---:|---:|",
+            "| transactions in the history | seconds | peak RSS |"
+            + (" seconds, frauds capped | peak RSS, frauds capped |" if train_max_frauds else ""),
+            "|---:|---:|---:|" + ("---:|---:|" if train_max_frauds else ""),
         ]
         for r in trained:
-            t = r["train"]
+            t, c = r["train"], r.get("train_frauds_capped")
             assert isinstance(t, dict)
-            lines.append(f"| {r['rows']:,} | {t['seconds']:.1f} | {t['peak_rss_gib']:.2f} GiB |")
+            row = f"| {r['rows']:,} | {t['seconds']:.1f} | {t['peak_rss_gib']:.2f} GiB |"
+            if isinstance(c, dict):
+                row += f" {c['seconds']:.1f} | {c['peak_rss_gib']:.2f} GiB |"
+            lines.append(row)
     for r in results:
         stages = r.get("stages")
         if not stages:
@@ -269,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--engines", nargs="+", default=["memory", "spark"], choices=["memory", "spark"])
     parser.add_argument("--train-max-rows", type=int, default=0, help="also train on each Spark output (0: no)")
+    parser.add_argument(
+        "--train-max-frauds", type=int, default=0, help="and train again with the frauds capped too (0: no)"
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args(argv)
@@ -276,7 +294,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
         results = run(
-            args.sizes, args.engines, Path(tmp), not args.no_report, command, train_max_rows=args.train_max_rows
+            args.sizes,
+            args.engines,
+            Path(tmp),
+            not args.no_report,
+            command,
+            train_max_rows=args.train_max_rows,
+            train_max_frauds=args.train_max_frauds,
         )
     print(json.dumps(results, indent=1))  # noqa: T201
 

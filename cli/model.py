@@ -26,6 +26,7 @@ from cli.common import (
     step,
 )
 from fraud_detection.data import schema
+from fraud_detection.data.sampling import SampleSpec
 from fraud_detection.data.splits import BACKTEST_SPLIT, TRAINING_SPLIT
 from fraud_detection.data.window import HoldoutSplit
 from fraud_detection.model.registry import open_registry
@@ -77,15 +78,30 @@ def train_cmd(
             "training memory is bounded whatever the history's size; needs a features Parquet file or directory.",
         ),
     ] = None,
+    max_frauds: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Keep at most this many training frauds too (a deterministic sample, weighted by its inverse "
+            "rate), so training memory stays flat however many frauds the history holds; default every fraud.",
+        ),
+    ] = None,
 ) -> None:
     """Train, evaluate on held-out days and write a bundle (or register it in the store behind the gate)."""
 
     def body() -> None:
         check_outputs(("--output", output), ("--report-dir", report_dir), directory=True)
         selected = _read_params(params, model) if params is not None else None
+        if not 0.0 < sample_legit <= 1.0:
+            raise ValueError(f"--sample-legit must be in (0, 1], got {sample_legit}")
         settings = settings_for(store)
         frame, sampling = _training_data(
-            data, column_map, sample_legit, max_rows, test_days=test_days, delay_days=delay_days, train_days=train_days
+            data,
+            column_map,
+            SampleSpec(legit_rate=sample_legit, max_rows=max_rows, max_frauds=max_frauds),
+            test_days=test_days,
+            delay_days=delay_days,
+            train_days=train_days,
         )
         _train_and_maybe_register(
             settings,
@@ -128,8 +144,7 @@ def _read_params(path: Path, model: str) -> SelectedParams:
 def _training_data(
     data: Path,
     column_map: list[str] | None,
-    sample_legit: float,
-    max_rows: int | None,
+    spec: SampleSpec,
     *,
     test_days: int,
     delay_days: int,
@@ -138,22 +153,23 @@ def _training_data(
     """The whole feature frame, or (sampling, or a feature directory) the split read in bounded memory."""
     from fraud_detection.data.feature_dataset import is_feature_dataset
     from fraud_detection.data.sampled_split import read_sampled_holdout
-    from fraud_detection.data.sampling import SampleSpec
 
-    if not 0.0 < sample_legit <= 1.0:
-        raise ValueError(f"--sample-legit must be in (0, 1], got {sample_legit}")
-    spec = SampleSpec(legit_rate=sample_legit, max_rows=max_rows)
     dataset = is_feature_dataset(data)
     if spec.samples and not dataset:
         raise ValueError(
-            f"--sample-legit and --max-rows need a features Parquet file or directory (`fraud features`); "
-            f"{data} is not one"
+            "--sample-legit, --max-rows and --max-frauds need a features Parquet file or directory "
+            f"(`fraud features`); {data} is not one"
         )
     if not dataset or (not spec.samples and data.is_file()):
         return load_features(data, column_map, delay_days), None
-    with step(f"reading the training window of {data} (legitimate rate {sample_legit:g}, max rows {max_rows})"):
+    caps = f"legitimate rate {spec.legit_rate:g}, max rows {spec.max_rows}, max frauds {spec.max_frauds}"
+    with step(f"reading the training window of {data} ({caps})"):
         held = read_sampled_holdout(data, spec, test_days=test_days, delay_days=delay_days, train_days=train_days)
-    sampling = {"legit_rate": held.sample.rate, "window_rows": float(held.sample.window_rows)}
+    sampling = {
+        "legit_rate": held.sample.rate,
+        "fraud_rate": held.sample.fraud_rate,
+        "window_rows": float(held.sample.window_rows),
+    }
     return held.split, sampling if spec.samples else None
 
 

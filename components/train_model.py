@@ -25,6 +25,7 @@ def train_model(
     delay_days: int = 7,
     sample_legit: float = 1.0,
     max_rows: int = 0,
+    max_frauds: int = 0,
     params_json: str = "",
 ) -> str:
     """Train a calibrated model and write its bundle (``fraud_detection.workflow.train_bundle``).
@@ -49,6 +50,8 @@ def train_model(
         max_rows: Most legitimate training rows kept (bounded memory whatever the history's size); 0 for no cap.
             When sampling, or when ``features`` is a directory (day partitions of the Spark engine), the split is
             read in bounded memory (``fraud_detection.data.sampled_split``).
+        max_frauds: Most training frauds kept (a deterministic sample weighted by its inverse rate), so memory stays
+            flat however many frauds the history holds; 0 keeps every fraud.
         params_json: Hyperparameters chosen by ``fraud backtest --select --params-out`` (the file's JSON text);
             they override the parameters above and must be for ``model_type``. Empty for none.
 
@@ -81,7 +84,7 @@ def train_model(
 
         config = parse_params(params_json, source="params_json").apply(config)
     name = model_name or PipelineSettings().model_name
-    spec = SampleSpec(legit_rate=sample_legit, max_rows=max_rows or None)
+    spec = SampleSpec(legit_rate=sample_legit, max_rows=max_rows or None, max_frauds=max_frauds or None)
     data: pd.DataFrame | HoldoutSplit
     sampling = None
     if spec.samples or Path(features.path).is_dir():
@@ -89,7 +92,11 @@ def train_model(
             features.path, spec, test_days=test_days, delay_days=delay_days, train_days=train_days or None
         )
         data = held.split
-        sampling = {"legit_rate": held.sample.rate, "window_rows": float(held.sample.window_rows)}
+        sampling = {
+            "legit_rate": held.sample.rate,
+            "fraud_rate": held.sample.fraud_rate,
+            "window_rows": float(held.sample.window_rows),
+        }
     else:
         data = pd.read_parquet(features.path)
     meta, split = train_bundle(

@@ -220,6 +220,7 @@ def build_pipeline(
         feature_engine: str = "memory",
         sample_legit: float = 1.0,
         max_rows: int = 0,
+        max_frauds: int = 0,
         params_json: str = "",
     ) -> NamedTuple("Outputs", [("promoted", bool), ("metrics", Metrics), ("report", HTML)]):  # type: ignore[valid-type]
         """Train a fraud model and promote it only when it beats production.
@@ -263,6 +264,7 @@ def build_pipeline(
             sample_legit: Share of the legitimate training rows kept (every fraud is, weighted by the inverse
                 share), read partition by partition so the train step's memory is bounded; 1 for all.
             max_rows: Cap on the legitimate training rows (the share follows from it); 0 for none.
+            max_frauds: Cap on the training frauds (sampled and weighted like the legitimate rows); 0 keeps all.
             params_json: Hyperparameters chosen by ``fraud backtest --select --params-out FILE`` (the file's
                 JSON text); they override the model parameters above. Empty for none.
 
@@ -317,6 +319,7 @@ def build_pipeline(
                 delay_days=delay_days,
                 sample_legit=sample_legit,
                 max_rows=max_rows,
+                max_frauds=max_frauds,
                 params_json=params_json,
             ),
             "train model",

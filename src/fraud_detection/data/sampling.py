@@ -9,6 +9,10 @@ With ``max_rows`` the rate is derived from the window's row count before any fea
 the event-time column alone where they cannot tell), and the sample never holds more than ``max_rows`` legitimate
 rows: when it would (the count includes the frauds, and sampling is random), it keeps the ``max_rows`` lowest ``u``
 and the rate becomes the next one (a k-minimum-values estimate).
+
+With ``max_frauds`` the frauds are capped the same way (their own rate, from the lowest ``u`` of the frauds; a kept
+fraud weighs ``1 / fraud_rate``): every fraud is kept until a history holds more than that, and then the sample's
+memory stays flat however many frauds the history has. Off by default.
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ class SampleSpec:
     Attributes:
         legit_rate: Share of legitimate rows kept, in (0, 1]; 1 keeps all.
         max_rows: Most legitimate rows kept (the rate is lowered to fit); None for no cap.
+        max_frauds: Most frauds kept (a deterministic sample, weighted); None keeps every fraud.
     """
 
     legit_rate: float = 1.0
     max_rows: int | None = None
+    max_frauds: int | None = None
 
     def __post_init__(self) -> None:
         """Reject invalid values with a message naming them."""
@@ -52,11 +58,13 @@ class SampleSpec:
             raise ValueError(f"legit sampling rate must be in (0, 1], got {self.legit_rate}")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {self.max_rows}")
+        if self.max_frauds is not None and self.max_frauds < 1:
+            raise ValueError(f"max_frauds must be at least 1, got {self.max_frauds}")
 
     @property
     def samples(self) -> bool:
         """Whether this spec may drop rows (else the reader keeps everything and adds no weights)."""
-        return self.legit_rate < 1.0 or self.max_rows is not None
+        return self.legit_rate < 1.0 or self.max_rows is not None or self.max_frauds is not None
 
 
 @dataclass(frozen=True)
@@ -68,12 +76,14 @@ class WeightedSample:
         rate: The legitimate sampling rate finally applied (1 for none).
         window_rows: Rows of the window, counted before reading.
         scanned_rows: Rows of the window actually scanned.
+        fraud_rate: The fraud sampling rate finally applied (1: every fraud kept).
     """
 
     frame: pd.DataFrame
     rate: float
     window_rows: int
     scanned_rows: int
+    fraud_rate: float = 1.0
 
 
 def uniform_of_ids(ids: pa.Array | pa.ChunkedArray | pd.Series) -> np.ndarray:
@@ -107,18 +117,20 @@ def initial_rate(spec: SampleSpec, window_rows: int) -> float:
     return rate
 
 
-def _trim(kept: pa.Table, max_rows: int) -> tuple[pa.Table, float | None]:
-    """Keep every fraud and the ``max_rows`` legitimate rows of lowest ``u``; return the new rate (None: no trim).
+def _trim(kept: pa.Table, max_rows: int, *, frauds: bool = False) -> tuple[pa.Table, float | None]:
+    """Keep the ``max_rows`` rows of lowest ``u`` of one class and the other whole; return the new rate (None: no trim).
 
-    The new rate is the next lowest ``u``: then exactly the kept legitimate rows have ``u < rate``, and
-    ``max_rows / rate`` estimates the legitimate rows the sample was drawn from (k-minimum values).
+    The class is the legitimate rows, or the frauds with ``frauds``. The new rate is the next lowest ``u``: then
+    exactly the kept rows of the class have ``u < rate``, and
+    ``max_rows / rate`` estimates the class's rows the sample was drawn from (k-minimum values).
     """
-    legit = np.asarray(kept.column(schema.LABEL).to_numpy(), dtype=np.int64) != 1
+    fraud = np.asarray(kept.column(schema.LABEL).to_numpy(), dtype=np.int64) == 1
+    mine = fraud if frauds else ~fraud
     u = np.asarray(kept.column(_U).to_numpy())
-    if int(legit.sum()) <= max_rows:
+    if int(mine.sum()) <= max_rows:
         return kept, None
-    rate = float(np.partition(u[legit], max_rows)[max_rows])
-    return kept.filter(pa.array(~legit | (u < rate))), rate
+    rate = float(np.partition(u[mine], max_rows)[max_rows])
+    return kept.filter(pa.array(~mine | (u < rate))), rate
 
 
 def read_sample(
@@ -131,7 +143,8 @@ def read_sample(
     """Read a time window in bounded memory: every fraud, a deterministic sample of the legitimate rows.
 
     Memory holds the scan's batches (about two of ``batch_rows`` rows, and one Parquet row group) plus at most
-    ``2 * max_rows`` legitimate rows and the window's frauds, whatever the window's size.
+    ``2 * max_rows`` legitimate rows and the window's frauds (at most ``2 * max_frauds`` of them), whatever the
+    window's size.
 
     Args:
         dataset: From :func:`fraud_detection.data.feature_dataset.open_features`.
@@ -141,44 +154,53 @@ def read_sample(
         batch_rows: Rows per scanned batch.
 
     Returns:
-        The sample; its frame carries :data:`WEIGHT` (1 for frauds, ``1 / rate`` for legitimate rows) when
-        ``spec`` samples.
+        The sample; its frame carries :data:`WEIGHT` (``1 / fraud_rate`` for frauds, 1 unless they are capped;
+        ``1 / rate`` for legitimate rows) when ``spec`` samples.
     """
     where = time_filter(dataset, start, end)
     counted = window_rows(dataset, start, end)
     rate = initial_rate(spec, counted)
     LOG.info("window %s..%s: %d rows, legitimate rate %.4g", start, end, counted, rate)
     parts: list[pa.Table] = []
-    legit_held, scanned = 0, 0
+    legit_held, fraud_held, scanned, fraud_rate = 0, 0, 0, 1.0
     for batch in scan(dataset, where, batch_rows=batch_rows):
         scanned += batch.num_rows
         table = pa.Table.from_batches([batch])
         if spec.samples:
             u = uniform_of_ids(batch.column(schema.TRANSACTION_ID))
             fraud = np.asarray(batch.column(schema.LABEL).to_numpy(zero_copy_only=False)) == 1
-            keep = fraud | (u < rate)
+            keep = np.where(fraud, u < fraud_rate, u < rate)
             table = table.append_column(_U, pa.array(u)).filter(pa.array(keep))
             legit_held += int((keep & ~fraud).sum())
+            fraud_held += int((keep & fraud).sum())
         parts.append(table)
         if spec.max_rows is not None and legit_held > 2 * spec.max_rows:
             merged, lowered = _trim(pa.concat_tables(parts), spec.max_rows)
             rate = lowered if lowered is not None else rate
             parts, legit_held = [merged], spec.max_rows
+        if spec.max_frauds is not None and fraud_held > 2 * spec.max_frauds:
+            merged, lowered = _trim(pa.concat_tables(parts), spec.max_frauds, frauds=True)
+            fraud_rate = lowered if lowered is not None else fraud_rate
+            parts, fraud_held = [merged], spec.max_frauds
     table = pa.concat_tables(parts) if parts else dataset.schema.empty_table().select(list(TRAINING_COLUMNS))
     if spec.max_rows is not None and table.num_rows:
         table, lowered = _trim(table, spec.max_rows)
         rate = lowered if lowered is not None else rate
+    if spec.max_frauds is not None and table.num_rows:
+        table, lowered = _trim(table, spec.max_frauds, frauds=True)
+        fraud_rate = lowered if lowered is not None else fraud_rate
     frame = to_frame(table.drop_columns([_U]) if _U in table.column_names else table)
     if spec.samples:
-        frame[WEIGHT] = np.where(frame[schema.LABEL].to_numpy() == 1, 1.0, 1.0 / rate)
+        frame[WEIGHT] = np.where(frame[schema.LABEL].to_numpy() == 1, 1.0 / fraud_rate, 1.0 / rate)
     LOG.info(
-        "sampled %d of %d rows (%d fraud), legitimate rate %.4g",
+        "sampled %d of %d rows (%d fraud), legitimate rate %.4g, fraud rate %.4g",
         len(frame),
         scanned,
         int(frame[schema.LABEL].sum()),
         rate,
+        fraud_rate,
     )
-    return WeightedSample(frame=frame, rate=rate, window_rows=counted, scanned_rows=scanned)
+    return WeightedSample(frame=frame, rate=rate, window_rows=counted, scanned_rows=scanned, fraud_rate=fraud_rate)
 
 
 def read_window(

@@ -95,6 +95,57 @@ def window_aggregates(
     return out
 
 
+def first_seen(codes: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Each row's entity's first event time in the data (tenure counts from it when ``customer_since`` is unknown).
+
+    Args:
+        codes: Entity code per row.
+        seconds: Event time per row (int64 epoch seconds).
+
+    Returns:
+        int64 epoch seconds aligned with the rows.
+    """
+    return pd.Series(seconds).groupby(codes).transform("min").to_numpy(dtype=np.int64)
+
+
+def customer_aggregates(
+    codes: np.ndarray, seconds: np.ndarray, amount: np.ndarray, label_delay_days: int
+) -> dict[str, np.ndarray]:
+    """The customer windows' counts, amount sums and squared-amount sums (cents) of every row.
+
+    Every executor that holds whole customers calls this: the in-memory one on the whole history, the Spark one on
+    each partition of a shuffle by customer.
+
+    Args:
+        codes: Customer code per row.
+        seconds: Event time per row (int64 epoch seconds).
+        amount: Amount per row.
+        label_delay_days: The label delay.
+
+    Returns:
+        The customer names of :data:`~fraud_detection.features.definitions.AGGREGATES` to int64 arrays.
+    """
+    cents = amount_cents(amount)
+    return window_aggregates(codes, seconds, {"s": cents, "q": cents * cents}, CUSTOMER_WINDOWS, label_delay_days)
+
+
+def terminal_aggregates(
+    codes: np.ndarray, seconds: np.ndarray, label: np.ndarray, label_delay_days: int
+) -> dict[str, np.ndarray]:
+    """The terminal windows' counts and known frauds of every row (the windows end behind the label delay).
+
+    Args:
+        codes: Terminal code per row.
+        seconds: Event time per row (int64 epoch seconds).
+        label: 0/1 per row (all 0 without labels).
+        label_delay_days: The label delay.
+
+    Returns:
+        The terminal names of :data:`~fraud_detection.features.definitions.AGGREGATES` to int64 arrays.
+    """
+    return window_aggregates(codes, seconds, {"f": label}, TERMINAL_WINDOWS, label_delay_days)
+
+
 def build_features(df: pd.DataFrame, config: FeatureConfig | None = None) -> pd.DataFrame:
     """Compute the feature frame for validated raw transactions.
 
@@ -113,7 +164,6 @@ def build_features(df: pd.DataFrame, config: FeatureConfig | None = None) -> pd.
         return _assemble(df, pd.DataFrame({name: np.zeros(0) for name in schema.FEATURES}))
     seconds = df[schema.EVENT_TIME].to_numpy(dtype="datetime64[s]").astype(np.int64)
     amount = df[schema.AMOUNT].to_numpy(dtype=np.float64)
-    cents = amount_cents(amount)
     cust_codes, _ = pd.factorize(df[schema.CUSTOMER_ID], sort=False)
     term_codes, _ = pd.factorize(df[schema.TERMINAL_ID], sort=False)
     has_label = schema.LABEL in df.columns
@@ -121,12 +171,9 @@ def build_features(df: pd.DataFrame, config: FeatureConfig | None = None) -> pd.
     if schema.CUSTOMER_SINCE in df.columns and df[schema.CUSTOMER_SINCE].notna().all():
         since = df[schema.CUSTOMER_SINCE].to_numpy(dtype="datetime64[s]").astype(np.int64)
     else:
-        # Tenure counts from the customer's first transaction in the data.
-        since = pd.Series(seconds).groupby(cust_codes).transform("min").to_numpy()
-    aggregates = window_aggregates(
-        cust_codes, seconds, {"s": cents, "q": cents * cents}, CUSTOMER_WINDOWS, cfg.label_delay_days
-    )
-    aggregates |= window_aggregates(term_codes, seconds, {"f": label}, TERMINAL_WINDOWS, cfg.label_delay_days)
+        since = first_seen(cust_codes, seconds)
+    aggregates = customer_aggregates(cust_codes, seconds, amount, cfg.label_delay_days)
+    aggregates |= terminal_aggregates(term_codes, seconds, label, cfg.label_delay_days)
     features = derive_features(seconds, amount, since, aggregates, night_end_hour=cfg.night_end_hour)
     return _assemble(df, pd.DataFrame(features, index=df.index))
 

@@ -1,4 +1,4 @@
-"""``fraud train --sample-legit / --max-rows`` on day-partitioned features, and its one-line errors."""
+"""``fraud train --sample-legit / --max-rows / --max-frauds`` on day-partitioned features, and its one-line errors."""
 
 from __future__ import annotations
 
@@ -57,6 +57,16 @@ def test_max_rows_caps_the_training_rows(by_day: Path, tmp_path: Path):
     assert params["sampling"]["legit_rate"] < 0.3
 
 
+def test_max_frauds_caps_the_training_frauds_and_records_their_rate(by_day: Path, tmp_path: Path):
+    full = _train(by_day, tmp_path / "full")["training"]
+    meta = _train(by_day, tmp_path / "capped", "--max-frauds", "20")
+    training, params = meta["training"], meta["params"]
+    assert isinstance(full, dict) and isinstance(training, dict) and isinstance(params, dict)
+    assert full["n_fraud"] > 40  # the cap bites
+    assert 0 < training["n_fraud"] <= 20
+    assert 0 < params["sampling"]["fraud_rate"] < 1 and params["sampling"]["legit_rate"] == 1.0
+
+
 def _one_error_line(args: list[str], message: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "cli", *args],
@@ -77,6 +87,7 @@ def _one_error_line(args: list[str], message: str) -> None:
         ("--sample-legit", "1.5", "error: Invalid value for '--sample-legit'"),
         ("--sample-legit", "x", "error: Invalid value for '--sample-legit'"),
         ("--max-rows", "0", "error: Invalid value for '--max-rows'"),
+        ("--max-frauds", "0", "error: Invalid value for '--max-frauds'"),
     ],
 )
 def test_a_bad_sampling_value_is_one_line(by_day: Path, tmp_path: Path, flag: str, value: str, message: str):
@@ -88,5 +99,5 @@ def test_sampling_raw_transactions_says_it_needs_features(small_raw: pd.DataFram
     raw = schema.write_frame(small_raw, tmp_path / "tx.csv")
     _one_error_line(
         ["train", "--data", str(raw), "--output", str(tmp_path / "b"), "--max-rows", "100"],
-        "error: --sample-legit and --max-rows need a features Parquet file or directory",
+        "error: --sample-legit, --max-rows and --max-frauds need a features Parquet file or directory",
     )

@@ -86,6 +86,22 @@ def test_max_rows_caps_the_legitimate_rows_from_the_row_counts(population: pd.Da
     assert sample.scanned_rows == len(population)
 
 
+def test_max_frauds_caps_the_frauds_with_weights_and_keeps_the_legitimate_rows(population: pd.DataFrame, as_days: Path):
+    frauds = population[population[schema.LABEL] == 1]
+    cap = len(frauds) // 4
+    sample = read_sample(open_features(as_days), START, END, SampleSpec(max_frauds=cap), batch_rows=2_048)
+    kept = sample.frame[sample.frame[schema.LABEL] == 1]
+    assert cap * 0.9 < len(kept) <= cap
+    assert _ids(kept) <= _ids(frauds)
+    assert 0.2 < sample.fraud_rate < 0.3 and sample.rate == 1.0
+    assert np.allclose(kept[WEIGHT], 1.0 / sample.fraud_rate)
+    assert abs(kept[WEIGHT].sum() / len(frauds) - 1) < 0.15  # the weights stand for every fraud
+    legit = sample.frame[sample.frame[schema.LABEL] == 0]
+    assert len(legit) == int((population[schema.LABEL] == 0).sum()) and (legit[WEIGHT] == 1.0).all()
+    again = read_sample(open_features(as_days), START, END, SampleSpec(max_frauds=cap), batch_rows=4_096)
+    assert _ids(again.frame) == _ids(sample.frame)  # deterministic whatever the batches
+
+
 def test_time_bounds_are_pushed_down_and_exact(population: pd.DataFrame, as_days: Path, as_file: Path):
     start, end = pd.Timestamp("2024-01-10 12:00", tz="UTC"), pd.Timestamp("2024-01-12", tz="UTC")
     inside = population[(population[schema.EVENT_TIME] >= start) & (population[schema.EVENT_TIME] < end)]
@@ -103,6 +119,8 @@ def test_bad_specs_are_refused_with_their_value():
         SampleSpec(legit_rate=0.0)
     with pytest.raises(ValueError, match="max_rows must be at least 1, got 0"):
         SampleSpec(max_rows=0)
+    with pytest.raises(ValueError, match="max_frauds must be at least 1, got 0"):
+        SampleSpec(max_frauds=0)
 
 
 MEASURE = r"""

@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fraud_detection.data import schema
-from fraud_detection.features.definitions import CUSTOMER_WINDOWS, TERMINAL_WINDOWS, window_bounds
 from fraud_detection.features.engine import spark_missing
 from fraud_detection.features.offline import FeatureConfig, build_features
 from tests.unit.features.test_online import histories
@@ -52,16 +51,6 @@ def assert_parity(got: pd.DataFrame, want: pd.DataFrame) -> None:
         assert np.array_equal(got[name].to_numpy(), want[name].to_numpy()), name
     if "is_fraud" in want:
         assert np.array_equal(got["is_fraud"].to_numpy(), want["is_fraud"].to_numpy())
-
-
-@pytest.mark.parametrize("spec", CUSTOMER_WINDOWS + TERMINAL_WINDOWS, ids=lambda s: s.name)
-@pytest.mark.parametrize("delay", [0, 1, 7, 30])
-def test_every_window_bound_is_a_tile_bound_equal_to_window_bounds(spec, delay):
-    seconds = np.arange(1_600_000_000, 1_600_000_000 + 3 * 86_400, 7, dtype=np.int64)
-    (gs, ks), (ge, ke) = spark_features.window_tiles(spec, delay)
-    start, end = window_bounds(seconds, spec, delay)
-    assert np.array_equal(seconds - seconds % gs - ks, start)
-    assert np.array_equal(seconds - seconds % ge - ke, end)
 
 
 def test_spark_equals_memory_on_simulated_data_and_writes_day_partitions(spark, small_raw, tmp_path: Path):
