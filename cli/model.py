@@ -26,13 +26,13 @@ from cli.common import (
     step,
 )
 from fraud_detection.data import schema
-from fraud_detection.data.sampling import SampleSpec
 from fraud_detection.data.splits import BACKTEST_SPLIT, TRAINING_SPLIT
 from fraud_detection.data.window import HoldoutSplit
 from fraud_detection.model.registry import open_registry
 from fraud_detection.settings import PipelineSettings
 
 if TYPE_CHECKING:
+    from fraud_detection.data.sampling import SampleSpec
     from fraud_detection.model.selection import Folds, SelectedParams
 
 LOG = logging.getLogger("fraud")
@@ -94,6 +94,8 @@ def train_cmd(
         selected = _read_params(params, model) if params is not None else None
         if not 0.0 < sample_legit <= 1.0:
             raise ValueError(f"--sample-legit must be in (0, 1], got {sample_legit}")
+        from fraud_detection.data.sampling import SampleSpec
+
         settings = settings_for(store)
         frame, sampling = _training_data(
             data,

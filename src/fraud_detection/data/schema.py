@@ -24,6 +24,8 @@ TERMINAL_ID = "terminal_id"
 AMOUNT = "amount"
 CUSTOMER_SINCE = "customer_since"
 LABEL = "is_fraud"
+#: Column of a sampled training frame: how many population rows the row stands for.
+SAMPLE_WEIGHT = "sample_weight"
 
 RAW_REQUIRED: tuple[str, ...] = (TRANSACTION_ID, EVENT_TIME, CUSTOMER_ID, TERMINAL_ID, AMOUNT)
 RAW_OPTIONAL: tuple[str, ...] = (CUSTOMER_SINCE, LABEL)

@@ -20,7 +20,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fraud_detection.data import schema
-from fraud_detection.data.sampling import WEIGHT
 from fraud_detection.model.metrics import FraudMetrics, choose_threshold, compute_metrics
 from fraud_detection.scoring.scorer import Scorer
 
@@ -271,9 +270,9 @@ def sample_weights(frame: pd.DataFrame) -> np.ndarray | None:
     Returns:
         float64 weights, or None.
     """
-    if WEIGHT not in frame.columns:
+    if schema.SAMPLE_WEIGHT not in frame.columns:
         return None
-    return frame[WEIGHT].to_numpy(dtype=np.float64)
+    return frame[schema.SAMPLE_WEIGHT].to_numpy(dtype=np.float64)
 
 
 def fit_pipeline(pipeline: Pipeline, frame: pd.DataFrame) -> Pipeline:

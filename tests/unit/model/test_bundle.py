@@ -41,6 +41,25 @@ def test_bundle_is_self_contained_and_loads(tiny_bundle: Path, small_features):
     assert proba.shape == (5, 2)
 
 
+def test_the_model_file_loads_with_only_numpy_pandas_and_scikit_learn(tiny_bundle: Path, small_features):
+    """Another runtime (MLServer's stock sklearn server, a notebook) loads model.joblib without pyarrow or the
+    platform's data stack: the pickle's classes import only numpy, pandas and scikit-learn."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for name in ('pyarrow', 'pyspark', 'redis', 'kserve', 'evidently'):\n"
+        "    sys.modules[name] = None  # importing it now fails\n"
+        "import joblib, numpy as np\n"
+        f"model = joblib.load({str(tiny_bundle / MODEL_FILE)!r})\n"
+        f"print(model.predict_proba(np.zeros((1, {len(schema.FEATURES)})))[0, 1])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert 0.0 <= float(done.stdout) <= 1.0
+
+
 @pytest.mark.parametrize("victim", ["model.joblib", "metadata.json", "reference.parquet"])
 def test_tampered_bundle_is_refused_before_unpickling(tiny_bundle: Path, tmp_path: Path, victim: str):
     copy = tmp_path / "b"
