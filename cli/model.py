@@ -167,12 +167,7 @@ def _training_data(
     caps = f"legitimate rate {spec.legit_rate:g}, max rows {spec.max_rows}, max frauds {spec.max_frauds}"
     with step(f"reading the training window of {data} ({caps})"):
         held = read_sampled_holdout(data, spec, test_days=test_days, delay_days=delay_days, train_days=train_days)
-    sampling = {
-        "legit_rate": held.sample.rate,
-        "fraud_rate": held.sample.fraud_rate,
-        "window_rows": float(held.sample.window_rows),
-    }
-    return held.split, sampling if spec.samples else None
+    return held.split, held.sample.description() if spec.samples else None
 
 
 def _train_and_maybe_register(

@@ -92,11 +92,7 @@ def train_model(
             features.path, spec, test_days=test_days, delay_days=delay_days, train_days=train_days or None
         )
         data = held.split
-        sampling = {
-            "legit_rate": held.sample.rate,
-            "fraud_rate": held.sample.fraud_rate,
-            "window_rows": float(held.sample.window_rows),
-        }
+        sampling = held.sample.description()
     else:
         data = pd.read_parquet(features.path)
     meta, split = train_bundle(

@@ -85,6 +85,10 @@ class WeightedSample:
     scanned_rows: int
     fraud_rate: float = 1.0
 
+    def description(self) -> dict[str, float]:
+        """The rates and the window's size, as a bundle's parameters record how its training rows were sampled."""
+        return {"legit_rate": self.rate, "fraud_rate": self.fraud_rate, "window_rows": float(self.window_rows)}
+
 
 def uniform_of_ids(ids: pa.Array | pa.ChunkedArray | pd.Series) -> np.ndarray:
     """A deterministic value in [0, 1) per transaction id, from a hash of the id's text.
@@ -117,18 +121,18 @@ def initial_rate(spec: SampleSpec, window_rows: int) -> float:
     return rate
 
 
-def _trim(kept: pa.Table, max_rows: int, *, frauds: bool = False) -> tuple[pa.Table, float | None]:
-    """Keep the ``max_rows`` rows of lowest ``u`` of one class and the other whole; return the new rate (None: no trim).
+def _trim(kept: pa.Table, max_rows: int, rate: float, *, frauds: bool = False) -> tuple[pa.Table, float]:
+    """Keep the ``max_rows`` rows of lowest ``u`` of one class and the other whole; return them and the class's rate.
 
-    The class is the legitimate rows, or the frauds with ``frauds``. The new rate is the next lowest ``u``: then
-    exactly the kept rows of the class have ``u < rate``, and
-    ``max_rows / rate`` estimates the class's rows the sample was drawn from (k-minimum values).
+    The class is the legitimate rows, or the frauds with ``frauds``. When it holds more than ``max_rows`` rows, the
+    new rate is the next lowest ``u``: then exactly the kept rows of the class have ``u < rate``, and
+    ``max_rows / rate`` estimates the class's rows the sample was drawn from (k-minimum values); else ``rate`` stays.
     """
     fraud = np.asarray(kept.column(schema.LABEL).to_numpy(), dtype=np.int64) == 1
     mine = fraud if frauds else ~fraud
     u = np.asarray(kept.column(_U).to_numpy())
     if int(mine.sum()) <= max_rows:
-        return kept, None
+        return kept, rate
     rate = float(np.partition(u[mine], max_rows)[max_rows])
     return kept.filter(pa.array(~mine | (u < rate))), rate
 
@@ -175,20 +179,16 @@ def read_sample(
             fraud_held += int((keep & fraud).sum())
         parts.append(table)
         if spec.max_rows is not None and legit_held > 2 * spec.max_rows:
-            merged, lowered = _trim(pa.concat_tables(parts), spec.max_rows)
-            rate = lowered if lowered is not None else rate
+            merged, rate = _trim(pa.concat_tables(parts), spec.max_rows, rate)
             parts, legit_held = [merged], spec.max_rows
         if spec.max_frauds is not None and fraud_held > 2 * spec.max_frauds:
-            merged, lowered = _trim(pa.concat_tables(parts), spec.max_frauds, frauds=True)
-            fraud_rate = lowered if lowered is not None else fraud_rate
+            merged, fraud_rate = _trim(pa.concat_tables(parts), spec.max_frauds, fraud_rate, frauds=True)
             parts, fraud_held = [merged], spec.max_frauds
     table = pa.concat_tables(parts) if parts else dataset.schema.empty_table().select(list(TRAINING_COLUMNS))
     if spec.max_rows is not None and table.num_rows:
-        table, lowered = _trim(table, spec.max_rows)
-        rate = lowered if lowered is not None else rate
+        table, rate = _trim(table, spec.max_rows, rate)
     if spec.max_frauds is not None and table.num_rows:
-        table, lowered = _trim(table, spec.max_frauds, frauds=True)
-        fraud_rate = lowered if lowered is not None else fraud_rate
+        table, fraud_rate = _trim(table, spec.max_frauds, fraud_rate, frauds=True)
     frame = to_frame(table.drop_columns([_U]) if _U in table.column_names else table)
     if spec.samples:
         frame[WEIGHT] = np.where(frame[schema.LABEL].to_numpy() == 1, 1.0 / fraud_rate, 1.0 / rate)
