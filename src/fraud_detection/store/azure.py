@@ -41,6 +41,8 @@ from fraud_detection.store.base import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from azure.storage.blob import BlobServiceClient, ContainerClient
 
 LOG = logging.getLogger(__name__)
@@ -114,6 +116,11 @@ def _reason(exc: Exception) -> str:
     head = message[0] if message else type(exc).__name__
     tags = ", ".join(str(t) for t in (status, code) if t)
     return _redact(f"{head} ({tags})" if tags else head)
+
+
+def _is_directory_marker(metadata: Mapping[str, str] | None) -> bool:
+    """Whether a blob's metadata marks it as a directory of a hierarchical-namespace account (``hdi_isfolder``)."""
+    return str((metadata or {}).get("hdi_isfolder", "")).lower() == "true"
 
 
 def _container_not_found(exc: Exception) -> bool:
@@ -391,8 +398,7 @@ class AzureBlobStore(ArtifactStore):
 
         name = self._name(key)
         try:
-            metadata = self._container.get_blob_client(name).get_blob_properties().metadata or {}
-            return str(metadata.get("hdi_isfolder", "")).lower() != "true"
+            return not _is_directory_marker(self._container.get_blob_client(name).get_blob_properties().metadata)
         except ResourceNotFoundError:
             return False
         except AzureError as exc:
@@ -410,9 +416,7 @@ class AzureBlobStore(ArtifactStore):
             raise StoreError(f"cannot list {self.uri(prefix)} (container {self.container!r}): {_reason(exc)}") from exc
         n = len(self.prefix)
         # Accounts with a hierarchical namespace list directories as empty blobs marked hdi_isfolder.
-        return sorted(
-            str(b.name)[n:] for b in blobs if str((b.metadata or {}).get("hdi_isfolder", "")).lower() != "true"
-        )
+        return sorted(str(b.name)[n:] for b in blobs if not _is_directory_marker(b.metadata))
 
     def _nothing_under(self, prefix: str) -> str:
         from azure.core.exceptions import AzureError
