@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -277,7 +278,7 @@ def _tensor_array(t: Tensor, shape: tuple[int, ...]) -> np.ndarray:
         arr = np.asarray(t.data, dtype=np.float64)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"input {t.name!r}: data is not numeric ({exc})", kind="datatype", field=t.name) from exc
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     if arr.size != size:
         raise InputError(
             f"input {t.name!r}: {arr.size} values do not fill the declared shape {list(t.shape)}",

@@ -211,14 +211,21 @@ class FraudModel(Model):
     async def healthy(self) -> bool:
         """Ready when loaded and, for a server with an online store, when the store answers.
 
+        KServe asks this twice per scoring request (the route's readiness check and ``DataPlane.get_model``), so a
+        recently successful ping is answered on the event loop; only a store ping that waits on the network (Redis,
+        once per :data:`~fraud_detection.features.service.HEALTH_CACHE_SECONDS`) runs in a worker thread.
+
         Returns:
             Whether the model can serve (``/v2/health/ready``, ``/v2/models/<name>/ready``).
         """
         if not self.ready:
             return False
-        if self.online is None or self.online.degraded_when_unavailable:
+        online = self.online
+        if online is None or online.degraded_when_unavailable or online.known_healthy():
             return True
-        return await asyncio.to_thread(self.online.healthy)
+        if not online.store.waits_on_io:
+            return online.healthy()
+        return await asyncio.to_thread(online.healthy)
 
     def validate(self, payload: Any) -> Any:
         """No KServe pre-validation: the codec checks every field and names it (see :meth:`predict`).

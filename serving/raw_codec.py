@@ -24,6 +24,8 @@ RAW_INPUTS: tuple[str, ...] = (
 )
 RAW_OPTIONAL: tuple[str, ...] = (schema.CUSTOMER_SINCE,)
 _ID_MAX_CHARS = 256
+#: The value types of a flat text tensor as JSON (str) and gRPC (bytes) decode it.
+_TEXT_TYPES = frozenset({str, bytes})
 
 
 def is_raw_request(names: Sequence[str]) -> bool:
@@ -38,11 +40,18 @@ def is_raw_request(names: Sequence[str]) -> bool:
     return schema.EVENT_TIME in names
 
 
-def _text_values(name: str, data: Any, n_rows: int | None) -> list[str]:
+def _flat_values(name: str, data: Any) -> list[Any]:
+    """A tensor's values as a flat list; a flat list of text (JSON, gRPC) as it is, without a numpy round trip."""
+    if type(data) is list and set(map(type, data)) <= _TEXT_TYPES:
+        return data
     try:
-        values = list(np.asarray(data, dtype=object).reshape(-1))
+        return list(np.asarray(data, dtype=object).reshape(-1))
     except (TypeError, ValueError) as exc:
         raise InputError(f"input {name!r}: not a flat list ({exc})", kind="shape", field=name) from exc
+
+
+def _text_values(name: str, data: Any, n_rows: int | None) -> list[str]:
+    values = _flat_values(name, data)
     if n_rows is not None and len(values) != n_rows:
         raise InputError(f"input {name!r}: {len(values)} values for {n_rows} rows", kind="shape", field=name)
     out = []

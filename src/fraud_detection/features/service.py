@@ -74,6 +74,14 @@ class OnlineFeatures:
             return FeatureBatch(self._matrix(transactions, empty), tuple(False for _ in transactions), degraded=True)
         return FeatureBatch(self._matrix(transactions, states), tuple(states.seen.tolist()))
 
+    def known_healthy(self) -> bool:
+        """Whether a ping succeeded in the last :data:`HEALTH_CACHE_SECONDS` (no store call: safe on the event loop).
+
+        Returns:
+            True while the last successful ping is still remembered.
+        """
+        return time.monotonic() < self._healthy_until
+
     def healthy(self) -> bool:
         """Whether the store answers (a success is remembered for :data:`HEALTH_CACHE_SECONDS`).
 

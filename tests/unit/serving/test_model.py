@@ -386,3 +386,49 @@ def test_model_dir_may_hold_the_bundle_or_one_bundle_folder(tiny_bundle: Path, t
     assert find_bundle_dir(nested) == nested / "20260101-000000-abcdef12"
     with pytest.raises(BundleIntegrityError, match="no bundle"):
         find_bundle_dir(tmp_path / "empty")
+
+
+def test_readiness_checks_answer_from_the_ping_cache_without_a_thread_per_request(
+    tiny_bundle: Path, registry, monkeypatch: pytest.MonkeyPatch
+):
+    from fraud_detection.features.service import OnlineFeatures
+    from fraud_detection.features.state.base import OnlineStoreUnavailableError
+    from fraud_detection.features.state.embedded import EmbeddedStore
+
+    class NetworkStore(EmbeddedStore):
+        waits_on_io = True
+        pings = 0
+        down = False
+
+        def ping(self) -> None:
+            type(self).pings += 1
+            if self.down:
+                raise OnlineStoreUnavailableError("down")
+
+    threads: list[object] = []
+    real_to_thread = asyncio.to_thread
+
+    async def counting_to_thread(fn, *args):
+        threads.append(fn)
+        return await real_to_thread(fn, *args)
+
+    monkeypatch.setattr("serving.model.asyncio.to_thread", counting_to_thread)
+    m = FraudModel(
+        "fraud-detector",
+        lambda: load_bundle(tiny_bundle),
+        metrics=ServingMetrics.create(registry),
+        online_factory=lambda delay: OnlineFeatures(NetworkStore(None, delay), delay),
+    )
+    assert m.load()
+
+    async def checks(n: int) -> list[bool]:
+        return [await m.healthy() for _ in range(n)]
+
+    assert asyncio.run(checks(50)) == [True] * 50
+    assert NetworkStore.pings == 1 and len(threads) == 1  # one ping (in a thread), then the cache answers
+    assert m.online is not None
+    m.online._healthy_until = 0.0  # the cache expired (or a store call failed)
+    NetworkStore.down = True
+    assert asyncio.run(checks(2)) == [False, False]  # a failed ping is never cached
+    assert NetworkStore.pings == 3 and len(threads) == 3
+    m.stop()

@@ -55,6 +55,8 @@ LOG = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 JOURNAL_FILE = "journal.jsonl"
 LOCK_FILE = ".lock"
+#: Encodes journal lines (compact; the same text as ``json.dumps(entry, separators=(",", ":"))``, built once).
+_JOURNAL_ENCODER = json.JSONEncoder(separators=(",", ":"))
 #: Where a customer's window ranges end in :func:`~fraud_detection.features.online.tile_ranges`'s answer.
 _CUSTOMER_RANGES = 4 * len(CUSTOMER_WINDOWS)
 
@@ -191,7 +193,7 @@ class EmbeddedStore(OnlineStore):
 
     def _append(self, entry: dict[str, Any]) -> None:
         if self._journal is not None:
-            self._journal.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            self._journal.write(_JOURNAL_ENCODER.encode(entry) + "\n")
             self._journal.flush()
 
     def _compact(self) -> None:
