@@ -179,7 +179,7 @@ def test_tritonclient_per_feature_inputs_match_the_matrix(triton, rows):
 def test_tritonclient_errors_name_the_problem(triton, rows):
     bad = httpclient.InferInput("features", [1, 5], "FP32")
     bad.set_data_from_numpy(rows[:1, :5])
-    with pytest.raises(InferenceServerException, match=r"shape \[1, 5\], expected \[N, 23\]") as err:
+    with pytest.raises(InferenceServerException, match=rf"shape \[1, 5\], expected \[N, {F}\]") as err:
         triton.infer(MODEL, [bad])
     assert err.value.status() == "400"
     good = httpclient.InferInput("features", list(rows.shape), "FP32")
@@ -225,7 +225,7 @@ def _features_body(data, shape=None, datatype="FP32") -> dict:
 @pytest.mark.parametrize(
     ("route", "body", "needle"),
     [
-        (V2, _features_body([[1.0] * 5], shape=[1, 5]), "shape [1, 5], expected [N, 23]"),
+        (V2, _features_body([[1.0] * 5], shape=[1, 5]), f"shape [1, 5], expected [N, {F}]"),
         (V2, _features_body([["a"] * F], datatype="BYTES"), "datatype BYTES, expected FP32 or FP64"),
         (V2, {"inputs": [{"name": "amount", "shape": [1], "datatype": "FP32", "data": [1]}]}, "missing feature(s)"),
         (V2, _features_body([[-1.0] + [1.0] * (F - 1)]), "'amount': negative value -1"),

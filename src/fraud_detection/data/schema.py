@@ -41,7 +41,7 @@ HANDBOOK_COLUMN_MAP: dict[str, str] = {
 }
 
 CUSTOMER_WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
-TERMINAL_WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
+TERMINAL_WINDOWS_DAYS: tuple[int, ...] = (1, 2, 4, 7, 30)
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,12 @@ def _brute_force(df: pd.DataFrame, delay_days: int) -> pd.DataFrame:
         shifted = t[i] - delay_days * DAY
         terminal_end = shifted - shifted % 3600
         row = {}
-        for d in (1, 7, 30):
+        for d in schema.CUSTOMER_WINDOWS_DAYS:
             start = minute_start - DAY if d == 1 else hour_start - d * DAY
             w = same_c & (t >= start) & (t < minute_start)
             row[f"customer_tx_count_{d}d"] = w.sum() + 1
             row[f"customer_avg_amount_{d}d"] = (cents[w].sum() + cents[i]) / 100 / (w.sum() + 1)
+        for d in schema.TERMINAL_WINDOWS_DAYS:
             tw = same_t & (t >= terminal_end - d * DAY) & (t < terminal_end)
             row[f"terminal_tx_count_{d}d"] = tw.sum()
             row[f"terminal_fraud_rate_{d}d"] = df["is_fraud"].to_numpy()[tw].mean() if tw.sum() else 0.0

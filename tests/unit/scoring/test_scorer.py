@@ -130,7 +130,7 @@ def test_score_batch_refuses_what_a_request_may_not_hold(scorers):
     with pytest.raises(InputError, match=r"'terminal_fraud_rate_7d'.*row 555") as err:
         scorers["hgb"].score_batch(rows)
     assert err.value.kind == "out_of_range"
-    with pytest.raises(InputError, match=r"expected \[N, 23\]"):
+    with pytest.raises(InputError, match=rf"expected \[N, {len(schema.FEATURES)}\]"):
         scorers["hgb"].score_batch(np.zeros((3, 5)))
 
 
@@ -310,7 +310,7 @@ def test_bad_values_are_refused_naming_the_feature(scorers, overrides, kind, nee
 
 def test_shape_type_emptiness_and_batch_limit_are_checked(scorers):
     scorer = scorers["hgb"]
-    with pytest.raises(InputError, match=r"shape \[1, 5\], expected \[N, 23\]") as err:
+    with pytest.raises(InputError, match=rf"shape \[1, 5\], expected \[N, {len(schema.FEATURES)}\]") as err:
         scorer.check(np.zeros((1, 5)))
     assert err.value.kind == "shape"
     with pytest.raises(InputError, match="dtype") as err:
@@ -364,7 +364,8 @@ def test_bad_tensors_are_refused_naming_the_input(scorers, mutate, kind, needle)
 
 
 def test_matrix_tensor_with_wrong_width_names_the_schema(scorers):
-    with pytest.raises(InputError, match="expected \\[N, 23\\] with the features in schema order \\(amount, "):
+    width = len(schema.FEATURES)
+    with pytest.raises(InputError, match=rf"expected \[N, {width}\] with the features in schema order \(amount, "):
         matrix_from_tensors(scorers["hgb"], [Tensor("features", "FP32", [1, 5], [1, 2, 3, 4, 5])])
 
 
@@ -386,7 +387,7 @@ def test_seed_records_are_completed_from_the_history_they_imply_never_from_media
     assert got["customer_avg_amount_30d"] == pytest.approx(600 / 6)
     assert got["amount_to_customer_avg_30d"] == pytest.approx(100 / 100)
     assert got["is_night"] == 1.0 and got["amount_zscore_30d"] == 0.0
-    assert all(got[f"terminal_{k}_{d}d"] == 0 for k in ("tx_count", "fraud_rate") for d in (1, 7, 30))
+    assert all(got[f"terminal_{k}_{d}d"] == 0 for k in ("tx_count", "fraud_rate") for d in schema.TERMINAL_WINDOWS_DAYS)
     medians = scorer.feature_defaults
     assert got["customer_tx_count_7d"] != medians["customer_tx_count_7d"] or medians["customer_tx_count_7d"] == 6
     full = dict(zip(schema.FEATURES, _row()[0], strict=True))

@@ -207,7 +207,7 @@ def test_v1_instances_as_objects_or_rows_with_reason_codes(model: FraudModel, ro
         ({"inputs": []}, "unknown key 'inputs'"),
         ({"features": [1, 2]}, "'features' must be an object"),
         ({"instances": {"amount": 1}}, "'instances' must be a list"),
-        ({"instances": [[1, 2]]}, "row 0: 2 values, expected 23"),
+        ({"instances": [[1, 2]]}, f"row 0: 2 values, expected {F}"),
         ({"instances": [[True] * F]}, "expected a number"),
         ({"features": {"hour_of_day": 3}}, "missing feature 'amount'"),
         ({"features": {**SEED, "amount": "12"}}, "'amount': expected a number"),
