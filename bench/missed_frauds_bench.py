@@ -11,7 +11,9 @@ exactly as card precision@k does, counts the compromised cards and those among t
 
 A card with frauds of several scenarios that day counts under its lowest scenario (and, for scenario 2, the oldest
 compromise). The age matters because terminal risk is computed from labels at least the label delay (7 days) old:
-a compromise younger than that is invisible to every feature. Prints a Markdown table and one JSON object; writes
+a compromise younger than that is invisible to every feature. To show what those frauds cost average precision,
+each fold's AP is also computed without the fraud transactions of compromises younger than the delay (their
+legitimate transactions stay). Prints a Markdown table and one JSON object; writes
 nothing to docs/PERFORMANCE.md (not part of ``make bench``).
 
 Run: ``.venv/bin/python -m bench.missed_frauds_bench --seed 23``
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import average_precision_score
 
 from fraud_detection.data import schema
 from fraud_detection.data.simulate import SimulationConfig, simulate
@@ -48,6 +51,8 @@ AGE_BUCKETS: tuple[tuple[str, int], ...] = (
     ("21-27+", 10_000),
 )
 COMPROMISE_DAYS = SimulationConfig().terminal_compromise_days
+#: Compromises younger than this many days (the label delay) have no known fraud yet.
+YOUNG_DAYS = 7
 
 
 def compromise_age_days(raw: pd.DataFrame) -> np.ndarray:
@@ -106,6 +111,9 @@ def run(seed: int, model: str, top_k: int) -> dict[str, Any]:
     inner = fit_and_score_fn(TrainConfig(model_type=model))
     total: collections.Counter[str] = collections.Counter()
     found: collections.Counter[str] = collections.Counter()
+    ap_all: list[float] = []
+    ap_visible: list[float] = []
+    young_share: list[float] = []
 
     def fit(train: pd.DataFrame, test: pd.DataFrame) -> tuple[np.ndarray, float]:
         scores, threshold = inner(train, test)
@@ -117,6 +125,10 @@ def run(seed: int, model: str, top_k: int) -> dict[str, Any]:
         frame = pd.DataFrame(
             {"card": cards, "day": days, "fraud": labels, "s": rows["scenario"].to_numpy(), "age": rows["age"]}
         )
+        young = (labels == 1) & (frame["s"].to_numpy() == 2) & (frame["age"].to_numpy() < YOUNG_DAYS)
+        ap_all.append(float(average_precision_score(labels, scores)))
+        ap_visible.append(float(average_precision_score(labels[~young], scores[~young])))
+        young_share.append(float(young.sum() / max(int(labels.sum()), 1)))
         removed: set[Hashable] = set()
         for day in result.days:
             today = frame[(frame["day"] == day.day) & (frame["fraud"] == 1) & ~frame["card"].isin(removed)]
@@ -135,6 +147,9 @@ def run(seed: int, model: str, top_k: int) -> dict[str, Any]:
         "model": model,
         "transactions": len(raw),
         "card_precision_at_k": result.mean["card_precision_at_100"],
+        "average_precision": float(np.mean(ap_all)),
+        "average_precision_without_young_compromises": float(np.mean(ap_visible)),
+        "young_compromise_share_of_test_frauds": float(np.mean(young_share)),
         "categories": {name: {"card_days": total[name], "detected": found[name]} for name in sorted(total)},
     }
 
@@ -157,7 +172,17 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=100)
     args = parser.parse_args()
     result = run(args.seed, args.model, args.top_k)
-    LOG.info("CP@%d %.4f\n%s", args.top_k, result["card_precision_at_k"], table(result))
+    LOG.info(
+        "CP@%d %.4f; AP %.4f, %.4f without the frauds of compromises younger than %d days (%.0f %% of the test "
+        "frauds)\n%s",
+        args.top_k,
+        result["card_precision_at_k"],
+        result["average_precision"],
+        result["average_precision_without_young_compromises"],
+        YOUNG_DAYS,
+        100 * result["young_compromise_share_of_test_frauds"],
+        table(result),
+    )
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 
