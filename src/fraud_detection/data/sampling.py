@@ -31,7 +31,7 @@ from fraud_detection.data.feature_dataset import BATCH_ROWS, TRAINING_COLUMNS, s
 
 LOG = logging.getLogger(__name__)
 
-#: Column of a sampled training frame: how many population rows the row stands for.
+#: :data:`fraud_detection.data.schema.SAMPLE_WEIGHT`, the weight column this module writes.
 WEIGHT = schema.SAMPLE_WEIGHT
 _U = "_u"
 #: The hash's 16-byte key: fixed, so a row's draw is the same in every run and on every machine.

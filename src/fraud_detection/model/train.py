@@ -262,7 +262,7 @@ def split_for_calibration(frame: pd.DataFrame, fraction: float) -> tuple[pd.Data
 
 
 def sample_weights(frame: pd.DataFrame) -> np.ndarray | None:
-    """The rows' sample weights (:data:`~fraud_detection.data.sampling.WEIGHT`), or None for an unsampled frame.
+    """The rows' sample weights (:data:`~fraud_detection.data.schema.SAMPLE_WEIGHT`), or None for an unsampled frame.
 
     Args:
         frame: Feature frame.
@@ -294,8 +294,8 @@ def train(frame: pd.DataFrame, config: TrainConfig | None = None) -> TrainResult
     """Fit a Pipeline, calibrate it (Platt) on the latest part of the period and choose the threshold.
 
     A frame sampled by :mod:`fraud_detection.data.sampling` carries a weight per row
-    (:data:`~fraud_detection.data.sampling.WEIGHT`): the fit, the calibration, the threshold's expected cost and the
-    calibration-window metrics are then weighted, so they estimate what the unsampled data would give.
+    (:data:`~fraud_detection.data.schema.SAMPLE_WEIGHT`): the fit, the calibration, the threshold's expected cost
+    and the calibration-window metrics are then weighted, so they estimate what the unsampled data would give.
 
     Args:
         frame: Labelled feature frame from :func:`fraud_detection.features.offline.build_features`, or a weighted
