@@ -42,7 +42,7 @@ models_app = typer.Typer(help="Model versions and aliases in the store.", no_arg
 def train_cmd(
     data: Annotated[Path, typer.Option(help="Raw transactions or a features file.")],
     output: Annotated[Path | None, typer.Option(help="Write the bundle here instead of registering it.")] = None,
-    model: Annotated[str, typer.Option(help="hgb, logreg or rf.")] = "hgb",
+    model: Annotated[str, typer.Option(help="rf (the default), hgb or logreg.")] = "rf",
     column_map: ColumnMapOpt = None,
     store: StoreOpt = None,
     test_days: Annotated[int, typer.Option(min=1, help="Held-out test days.")] = TRAINING_SPLIT.test,
@@ -294,7 +294,7 @@ def evaluate_cmd(
 def backtest_cmd(
     data: Annotated[Path, typer.Option(help="Labelled raw transactions or features.")],
     column_map: ColumnMapOpt = None,
-    model: Annotated[list[str] | None, typer.Option(help="hgb, logreg or rf (repeatable).")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="rf (the default), hgb or logreg (repeatable).")] = None,
     train_days: Annotated[int, typer.Option(min=1)] = BACKTEST_SPLIT.train,
     delay_days: Annotated[int, typer.Option(min=0)] = BACKTEST_SPLIT.delay,
     test_days: Annotated[int, typer.Option(min=1)] = BACKTEST_SPLIT.test,
@@ -344,11 +344,11 @@ def backtest_cmd(
     """Prequential backtest (train, delay, test windows over rolling folds), with training time per fold."""
     from fraud_detection.model.backtest import backtest, summarise
     from fraud_detection.model.selection import Folds
-    from fraud_detection.model.train import MODEL_TYPES, TrainConfig, fit_and_score_fn
+    from fraud_detection.model.train import DEFAULT_MODEL_TYPE, MODEL_TYPES, TrainConfig, fit_and_score_fn
     from fraud_detection.store.files import write_json
 
     def body() -> None:
-        models = model or ["hgb"]
+        models = model or [DEFAULT_MODEL_TYPE]
         unknown = [m for m in models if m not in MODEL_TYPES]
         if unknown:
             raise ValueError(f"--model {unknown[0]!r}: choose from {', '.join(MODEL_TYPES)}")

@@ -250,7 +250,7 @@ def run_cmd(
     days: Annotated[int | None, typer.Option(min=1, help="Simulated days (default 183).")] = None,
     store: Annotated[str | None, typer.Option(help="Model store: directory or s3://bucket/prefix.")] = None,
     work_dir: Annotated[Path, typer.Option(help="Runs, task cache and logs.")] = Path(".fraud/pipeline"),
-    model: Annotated[str, typer.Option(help="hgb, logreg or rf.")] = "hgb",
+    model: Annotated[str, typer.Option(help="rf (the default), hgb or logreg.")] = "rf",
     max_iter: Annotated[int, typer.Option(min=1, help="Boosting iterations (hgb).")] = 300,
     train_days: Annotated[
         int, typer.Option(min=0, help="Most recent days to train on (0: all).")

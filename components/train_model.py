@@ -13,11 +13,11 @@ def train_model(
     test_set: Output[Dataset],
     source: str = "",
     model_name: str = "",
-    model_type: str = "hgb",
+    model_type: str = "rf",
     max_iter: int = 300,
     learning_rate: float = 0.03,
     max_leaf_nodes: int = 31,
-    min_samples_leaf: int = 20,
+    min_samples_leaf: int = 0,
     review_cost: float = 10.0,
     # fraud_detection.data.splits.TRAINING_SPLIT, as literals: KFP ships this source alone (tests check they match).
     train_days: int = 28,
@@ -36,11 +36,11 @@ def train_model(
         test_set: The held-out test rows (Parquet) that evaluation and the promotion gate score.
         source: Where the raw data came from, for the lineage.
         model_name: Served model name; empty for the ``FRAUD_MODEL_NAME`` setting.
-        model_type: ``hgb``, ``logreg`` or ``rf``.
+        model_type: ``rf`` (the default), ``hgb`` or ``logreg``.
         max_iter: Boosting iterations (hgb).
         learning_rate: Boosting learning rate (hgb).
         max_leaf_nodes: Leaves per tree (hgb).
-        min_samples_leaf: Minimum rows per leaf.
+        min_samples_leaf: Minimum rows per leaf; 0 for the model type's default (20 for hgb, 5 for rf).
         review_cost: Cost of reviewing one false alert, for the threshold.
         train_days: Most recent days before the delay window to train on; 0 for all of them.
         test_days: Held-out test days.
@@ -77,7 +77,7 @@ def train_model(
         max_iter=max_iter,
         learning_rate=learning_rate,
         max_leaf_nodes=max_leaf_nodes,
-        min_samples_leaf=min_samples_leaf,
+        min_samples_leaf=min_samples_leaf or None,
     )
     if params_json:
         from fraud_detection.model.selection import parse_params

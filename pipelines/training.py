@@ -203,11 +203,11 @@ def build_pipeline(
         train_days: int = TRAINING_SPLIT.train,
         test_days: int = TRAINING_SPLIT.test,
         delay_days: int = TRAINING_SPLIT.delay,
-        model_type: str = "hgb",
+        model_type: str = "rf",
         max_iter: int = 300,
         learning_rate: float = 0.03,
         max_leaf_nodes: int = 31,
-        min_samples_leaf: int = 20,
+        min_samples_leaf: int = 0,
         review_cost: float = 10.0,
         min_ap_gain: float = 0.0,
         max_cp_loss: float = 0.0,
@@ -243,11 +243,11 @@ def build_pipeline(
             test_days: Held-out test days.
             delay_days: Label delay: days between training and test never trained on, and the age before a
                 label feeds the terminal risk features.
-            model_type: ``hgb``, ``logreg`` or ``rf``.
+            model_type: ``rf`` (the default), ``hgb`` or ``logreg``.
             max_iter: Boosting iterations (hgb).
             learning_rate: Boosting learning rate (hgb).
             max_leaf_nodes: Leaves per tree (hgb).
-            min_samples_leaf: Minimum rows per leaf.
+            min_samples_leaf: Minimum rows per leaf; 0 for the model type's default (20 for hgb, 5 for rf).
             review_cost: Cost of reviewing one false alert (threshold choice, expected cost).
             min_ap_gain: Average-precision gain over production required to promote.
             max_cp_loss: Card precision@100 loss tolerated against production.

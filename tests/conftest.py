@@ -31,7 +31,13 @@ def small_features(small_raw: pd.DataFrame) -> pd.DataFrame:
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, small_features: pd.DataFrame) -> Path:
     """A real bundle trained on the small simulated set (HistGradientBoosting, few iterations)."""
     out = tmp_path_factory.mktemp("bundle") / "bundle"
-    train_bundle(small_features, out, config=TrainConfig(max_iter=40), model_name="fraud-detector", test_days=10)
+    train_bundle(
+        small_features,
+        out,
+        config=TrainConfig(model_type="hgb", max_iter=40),
+        model_name="fraud-detector",
+        test_days=10,
+    )
     return out
 
 

@@ -59,7 +59,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     store_dir = work / "store"
     base = build_features(simulate(SimulationConfig(**CFG)))
     bundle = work / "bundle"
-    meta, _ = train_bundle(base, bundle, config=TrainConfig(max_iter=40), model_name="fraud-detector", test_days=14)
+    meta, _ = train_bundle(
+        base, bundle, config=TrainConfig(model_type="hgb", max_iter=40), model_name="fraud-detector", test_days=14
+    )
     registry = ModelRegistry(LocalStore(store_dir), "fraud-detector")
     registry.set_alias("production", registry.publish(bundle))
     drifted = build_features(

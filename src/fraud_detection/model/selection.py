@@ -55,10 +55,10 @@ TUNABLE: dict[str, dict[str, tuple[type, ...]]] = {
     },
 }
 
-#: Small default grids: 12 points for hgb (around the default learning rate, tree size and leaf size), 6 for rf.
+#: Small default grids: 12 points for hgb (around the default learning rate, tree size and leaf size), 9 for rf.
 DEFAULT_GRIDS: dict[str, dict[str, tuple[ParamValue, ...]]] = {
     "hgb": {"learning_rate": (0.03, 0.1), "max_leaf_nodes": (15, 31, 63), "min_samples_leaf": (20, 100)},
-    "rf": {"n_estimators": (100,), "max_depth": (None, 10, 20), "min_samples_leaf": (1, 20)},
+    "rf": {"n_estimators": (100,), "max_depth": (None, 10, 20), "min_samples_leaf": (1, 5, 20)},
 }
 
 

@@ -3,7 +3,7 @@
 HistGradientBoosting fits with OpenMP, one thread per core by default. When other processes hold the cores, every
 OpenMP barrier waits for descheduled threads and a fit can take many times longer with the same result. Training
 under :func:`bounded_threads` caps every pool threadpoolctl knows (scikit-learn's OpenMP runtime and the BLAS
-libraries) for the duration of the block.
+libraries) and joblib's workers (a random forest fits its trees through joblib) for the duration of the block.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from joblib import parallel_config
+from joblib.parallel import get_active_backend
 from threadpoolctl import threadpool_info, threadpool_limits
 
 
@@ -43,5 +45,11 @@ def bounded_threads(threads: int) -> Iterator[int]:
     """
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
-    with threadpool_limits(limits=threads):
+    with threadpool_limits(limits=threads), parallel_config(n_jobs=threads):
         yield threads
+
+
+def joblib_workers() -> int:
+    """Workers for an estimator's ``n_jobs``: the cap of an enclosing :func:`bounded_threads`, else every CPU."""
+    n_jobs = get_active_backend()[1]
+    return available_cpus() if n_jobs is None or n_jobs < 1 else int(n_jobs)

@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from joblib import parallel_config
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -21,11 +22,16 @@ from sklearn.preprocessing import StandardScaler
 
 from fraud_detection.data import schema
 from fraud_detection.model.metrics import FraudMetrics, choose_threshold, compute_metrics
+from fraud_detection.model.threads import joblib_workers
 from fraud_detection.scoring.scorer import Scorer
 
 LOG = logging.getLogger(__name__)
 ModelType = Literal["hgb", "logreg", "rf"]
 MODEL_TYPES: tuple[str, ...] = ("hgb", "logreg", "rf")
+#: The default model: a random forest (chosen on prequential folds of simulated draws, docs/PERFORMANCE.md).
+DEFAULT_MODEL_TYPE: ModelType = "rf"
+#: Minimum rows per leaf when the configuration leaves it unset, per model type.
+DEFAULT_MIN_SAMPLES_LEAF: dict[str, int] = {"hgb": 20, "rf": 5, "logreg": 20}
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,7 @@ class TrainConfig:
     """Training parameters.
 
     Attributes:
-        model_type: ``hgb`` (HistGradientBoosting, default), ``logreg`` or ``rf``.
+        model_type: ``rf`` (random forest, the default), ``hgb`` (HistGradientBoosting) or ``logreg``.
         calibration_fraction: Share of the training period (its latest part) held out to calibrate and pick the
             threshold while the model is fitted on the earlier part.
         refit_full: After calibrating, refit the Pipeline on the whole period and keep the calibration (more recent
@@ -42,30 +48,35 @@ class TrainConfig:
         max_iter: Boosting iterations (hgb).
         learning_rate: Boosting learning rate (hgb).
         max_leaf_nodes: Leaves per tree (hgb).
-        min_samples_leaf: Minimum rows per leaf (hgb, rf).
+        min_samples_leaf: Minimum rows per leaf (hgb, rf); None for the model type's default
+            (:data:`DEFAULT_MIN_SAMPLES_LEAF`: 20 for hgb, 5 for rf), resolved when the configuration is made.
         n_estimators: Trees (rf).
         max_features: Share of features considered per split (hgb).
         max_depth: Tree depth (rf; hgb when set).
         random_state: Seed.
     """
 
-    model_type: ModelType = "hgb"
+    model_type: ModelType = DEFAULT_MODEL_TYPE
     calibration_fraction: float = 0.2
     refit_full: bool = True
     review_cost: float = 10.0
     max_iter: int = 300
     learning_rate: float = 0.03
     max_leaf_nodes: int = 31
-    min_samples_leaf: int = 20
+    min_samples_leaf: int | None = None
     max_features: float = 0.5
     n_estimators: int = 100
     max_depth: int | None = None
     random_state: int = 0
 
     def __post_init__(self) -> None:
-        """Reject invalid parameters with a message naming them."""
+        """Reject invalid parameters with a message naming them; resolve the model type's default leaf size."""
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
+        if self.min_samples_leaf is None:
+            object.__setattr__(self, "min_samples_leaf", DEFAULT_MIN_SAMPLES_LEAF[self.model_type])
+        elif self.min_samples_leaf < 1:
+            raise ValueError(f"min_samples_leaf must be >= 1, got {self.min_samples_leaf}")
         if not 0.05 <= self.calibration_fraction <= 0.5:
             raise ValueError(f"calibration_fraction must be in [0.05, 0.5], got {self.calibration_fraction}")
         if self.review_cost < 0:
@@ -210,7 +221,7 @@ def build_pipeline(config: TrainConfig) -> Pipeline:
                         n_estimators=config.n_estimators,
                         max_depth=config.max_depth,
                         min_samples_leaf=config.min_samples_leaf,
-                        n_jobs=-1,
+                        n_jobs=None,  # fitted on joblib_workers() threads (fit_pipeline), predicts on one
                         random_state=config.random_state,
                     ),
                 )
@@ -287,7 +298,10 @@ def fit_pipeline(pipeline: Pipeline, frame: pd.DataFrame) -> Pipeline:
     """
     weights = sample_weights(frame)
     params = {} if weights is None else {f"{name}__sample_weight": weights for name, _ in pipeline.steps}
-    return pipeline.fit(feature_matrix(frame), frame[schema.LABEL].to_numpy(), **params)
+    # A forest fits its trees on joblib threads: as many as an enclosing bounded_threads allows, else every CPU.
+    # Outside this block the fitted model predicts on one thread, so its sums (and scores) are reproducible.
+    with parallel_config(n_jobs=joblib_workers()):
+        return pipeline.fit(feature_matrix(frame), frame[schema.LABEL].to_numpy(), **params)
 
 
 def train(frame: pd.DataFrame, config: TrainConfig | None = None) -> TrainResult:

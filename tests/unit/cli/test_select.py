@@ -29,7 +29,7 @@ def features(small_features: pd.DataFrame, tmp_path_factory: pytest.TempPathFact
 
 def test_select_writes_the_best_validation_point_and_train_uses_it(features: Path, tmp_path: Path):
     params, report = tmp_path / "params.json", tmp_path / "report.json"
-    args = ["backtest", "--data", str(features), "--select", *FOLDS, "--grid", "max_iter=1,30"]
+    args = ["backtest", "--data", str(features), "--select", "--model", "hgb", *FOLDS, "--grid", "max_iter=1,30"]
     result = runner.invoke(app, [*args, "--params-out", str(params), "--output-json", str(report)])
     assert result.exit_code == 0, result.output
     doc = json.loads(report.read_text())
@@ -45,7 +45,9 @@ def test_select_writes_the_best_validation_point_and_train_uses_it(features: Pat
 
     bundle = tmp_path / "bundle"
     trained = runner.invoke(
-        app, ["train", "--data", str(features), "--output", str(bundle), "--test-days", "10", "--params", str(params)]
+        app,
+        ["train", "--data", str(features), "--model", "hgb", "--output", str(bundle), "--test-days", "10"]
+        + ["--params", str(params)],
     )
     assert trained.exit_code == 0, trained.output
     meta = json.loads((bundle / METADATA_FILE).read_text())
@@ -71,7 +73,7 @@ def _one_error_line(args: list[str], message: str) -> None:
         ('{"model_type": "hgb", "params": {"max_itr": 5}}', "error: --params {path}: unknown parameter 'max_itr'"),
         ('{"model_type": "hgb", "extra": 1}', "error: --params {path}: unknown key 'extra'"),
         ("{", "error: --params {path}: not valid JSON"),
-        ('{"model_type": "rf", "params": {}}', "error: --params {path} holds parameters for rf, but --model is hgb"),
+        ('{"model_type": "hgb", "params": {}}', "error: --params {path} holds parameters for hgb, but --model is rf"),
     ],
 )
 def test_train_refuses_a_bad_params_file_in_one_line(tmp_path: Path, content: str, message: str):
@@ -87,7 +89,7 @@ def test_train_refuses_a_bad_params_file_in_one_line(tmp_path: Path, content: st
     [
         (["--select", "--model", "logreg"], "error: model type 'logreg' has no tunable parameters"),
         (["--select", "--model", "hgb", "--model", "rf"], "error: --select tunes one model at a time"),
-        (["--select", "--grid", "n_estimators=10"], "error: unknown parameter 'n_estimators' for hgb"),
+        (["--select", "--grid", "max_iter=10"], "error: unknown parameter 'max_iter' for rf"),
         (["--select", "--grid", "max_iter"], "error: --grid 'max_iter': expected NAME=V1,V2"),
         (["--select", "--grid", "max_iter=ten"], "error: --grid max_iter: 'ten' is not a number or null"),
         (["--select", "--metric", "roc_auc"], "error: --metric 'roc_auc': choose from average_precision"),

@@ -9,7 +9,8 @@ from kfp.dsl import HTML, ClassificationMetrics, Metrics
 
 from components.evaluate_model import evaluate_model
 
-TRAIN = {"max_iter": 40, "test_days": 10, "delay_days": 7}
+# A small boosted model: quick to train on the small simulated set.
+TRAIN = {"model_type": "hgb", "max_iter": 40, "test_days": 10, "delay_days": 7}
 
 
 def art(kind: type, path: Path) -> Any:

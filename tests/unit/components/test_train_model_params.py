@@ -31,7 +31,7 @@ def test_params_json_overrides_the_component_parameters(tmp_path: Path, small_fe
     ("params_json", "message"),
     [
         ('{"model_type": "hgb", "params": {"leaves": 3}}', "^params_json: unknown parameter 'leaves' for hgb"),
-        ('{"model_type": "rf", "params": {"n_estimators": 3}}', "selected for rf, not hgb"),
+        ('{"model_type": "hgb", "params": {"max_iter": 3}}', "selected for hgb, not rf"),  # the default model
         ("not json", "^params_json: not valid JSON"),
     ],
 )

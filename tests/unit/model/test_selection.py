@@ -30,7 +30,7 @@ GRID = {"max_iter": [1, 50]}  # one boosting iteration is a far weaker model tha
 @pytest.fixture(scope="module")
 def report(small_features: pd.DataFrame) -> SelectionReport:
     with bounded_threads(1):
-        return select_and_test(small_features, TrainConfig(max_iter=50), TEST, grid=GRID, threads=1)
+        return select_and_test(small_features, TrainConfig(model_type="hgb", max_iter=50), TEST, grid=GRID, threads=1)
 
 
 def _day(value: str) -> pd.Timestamp:
@@ -80,7 +80,7 @@ def test_the_search_backtests_every_point_on_validation_days_only_and_picks_the_
     assert selection.best == int(np.argmax(aps))
     assert selection.best == 1
     assert selection.params == {"max_iter": 50}
-    assert selection.config == TrainConfig(max_iter=50)
+    assert selection.config == TrainConfig(model_type="hgb", max_iter=50)
     table = selection.table()
     assert table["chosen"].tolist() == [False, True]
     assert table["average_precision_mean"].tolist() == aps
@@ -117,7 +117,9 @@ def test_a_params_document_round_trips_to_the_chosen_config(report: SelectionRep
     selected = parse_params(text)
     assert selected.model_type == "hgb"
     assert selected.params == {"max_iter": 50}
-    assert selected.apply(TrainConfig(review_cost=3.0)) == TrainConfig(max_iter=50, review_cost=3.0)
+    assert selected.apply(TrainConfig(model_type="hgb", review_cost=3.0)) == TrainConfig(
+        model_type="hgb", max_iter=50, review_cost=3.0
+    )
     rf = parse_params('{"model_type": "rf", "params": {"max_depth": null, "n_estimators": 7}}')
     assert rf.apply(TrainConfig(model_type="rf")) == TrainConfig(model_type="rf", n_estimators=7, max_depth=None)
 
@@ -147,12 +149,12 @@ def test_a_bad_params_document_gives_a_one_line_error_naming_the_key(text: str, 
 
 def test_params_for_one_model_type_are_refused_for_another():
     with pytest.raises(ValueError, match="selected for rf, not hgb"):
-        parse_params('{"model_type": "rf", "params": {"n_estimators": 5}}').apply(TrainConfig())
+        parse_params('{"model_type": "rf", "params": {"n_estimators": 5}}').apply(TrainConfig(model_type="hgb"))
 
 
 def test_grids_expand_in_order_and_reject_unknown_parameters():
     assert len(grid_points("hgb")) == 12
-    assert len(grid_points("rf")) == 6
+    assert len(grid_points("rf")) == 9
     assert grid_points("hgb")[0] == {name: values[0] for name, values in DEFAULT_GRIDS["hgb"].items()}
     assert grid_points("hgb", {"max_iter": [1, 2], "learning_rate": [0.1]}) == [
         {"max_iter": 1, "learning_rate": 0.1},

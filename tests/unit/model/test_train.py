@@ -26,8 +26,8 @@ def test_pipeline_holds_its_preprocessing(small_features):
 
 
 def test_threshold_follows_review_cost(small_features):
-    cheap = train(small_features, TrainConfig(max_iter=30, review_cost=0.5)).threshold
-    dear = train(small_features, TrainConfig(max_iter=30, review_cost=200)).threshold
+    cheap = train(small_features, TrainConfig(model_type="hgb", max_iter=30, review_cost=0.5)).threshold
+    dear = train(small_features, TrainConfig(model_type="hgb", max_iter=30, review_cost=200)).threshold
     assert dear > cheap
 
 
@@ -36,12 +36,12 @@ def test_bad_config_and_one_class_data_are_rejected(small_features):
         TrainConfig(model_type="xgb")  # type: ignore[arg-type]
     legit_only = small_features[small_features[schema.LABEL] == 0]
     with pytest.raises(ValueError, match="both fraud and legitimate"):
-        train(legit_only, TrainConfig(max_iter=5))
+        train(legit_only, TrainConfig(model_type="hgb", max_iter=5))
 
 
 def test_training_is_reproducible(small_features):
-    a = score(train(small_features, TrainConfig(max_iter=20)).model, small_features.head(500))
-    b = score(train(small_features, TrainConfig(max_iter=20)).model, small_features.head(500))
+    a = score(train(small_features, TrainConfig(model_type="hgb", max_iter=20)).model, small_features.head(500))
+    b = score(train(small_features, TrainConfig(model_type="hgb", max_iter=20)).model, small_features.head(500))
     np.testing.assert_array_equal(a, b)
 
 
@@ -72,7 +72,7 @@ def test_training_and_scoring_never_score_through_scikit_learn(small_features, m
         raise AssertionError("scored with scikit-learn's predict_proba instead of the served engine")
 
     monkeypatch.setattr(CalibratedPipeline, "predict_proba", forbidden)
-    result = train(small_features, TrainConfig(max_iter=20))
+    result = train(small_features, TrainConfig(model_type="hgb", max_iter=20))
     assert 0 < result.threshold <= 1 and result.validation.roc_auc > 0.75
     assert score(result.model, small_features.head(50)).shape == (50,)
 

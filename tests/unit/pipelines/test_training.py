@@ -110,7 +110,8 @@ def test_parameters_cover_data_window_hyperparameters_and_thresholds(compiled):
         "train_days": ("NUMBER_INTEGER", 28),
         "test_days": ("NUMBER_INTEGER", 14),
         "delay_days": ("NUMBER_INTEGER", 7),
-        "model_type": ("STRING", "hgb"),
+        "model_type": ("STRING", "rf"),
+        "min_samples_leaf": ("NUMBER_INTEGER", 0),
         "max_iter": ("NUMBER_INTEGER", 300),
         "learning_rate": ("NUMBER_DOUBLE", 0.03),
         "review_cost": ("NUMBER_DOUBLE", 10.0),
@@ -458,6 +459,28 @@ def test_split_defaults_come_from_one_place(compiled):
         assert signature["delay_days"].default == TRAINING_SPLIT.delay, component.name
         assert signature["test_days"].default == TRAINING_SPLIT.test, component.name
     assert inspect.signature(build_features.python_func).parameters["label_delay_days"].default == TRAINING_SPLIT.delay
+
+
+def test_model_defaults_are_the_domain_defaults(compiled):
+    """The pipeline, its train step and the CLI default to the domain's model (literals where KFP needs them)."""
+    import inspect
+
+    from cli.model import backtest_cmd, train_cmd
+    from cli.pipeline import run_cmd
+    from components.train_model import train_model
+    from fraud_detection.model.train import DEFAULT_MODEL_TYPE, TrainConfig
+
+    _, spec, _ = compiled
+    assert spec["root"]["inputDefinitions"]["parameters"]["model_type"]["defaultValue"] == DEFAULT_MODEL_TYPE
+    signature = inspect.signature(train_model.python_func).parameters
+    assert signature["model_type"].default == DEFAULT_MODEL_TYPE
+    # 0 leaves the leaf size to TrainConfig, which resolves it per model type
+    assert signature["min_samples_leaf"].default == 0
+    assert TrainConfig(model_type=DEFAULT_MODEL_TYPE).min_samples_leaf == 5
+    assert TrainConfig(model_type="hgb").min_samples_leaf == 20
+    for command in (train_cmd, run_cmd):
+        assert inspect.signature(command).parameters["model"].default == DEFAULT_MODEL_TYPE, command.__name__
+    assert inspect.signature(backtest_cmd).parameters["model"].default is None  # None: [DEFAULT_MODEL_TYPE]
 
 
 def test_every_component_source_runs_on_its_own():
