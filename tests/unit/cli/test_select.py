@@ -44,11 +44,8 @@ def test_select_writes_the_best_validation_point_and_train_uses_it(features: Pat
     assert parse_params(params.read_text()).params == {"max_iter": 30}
 
     bundle = tmp_path / "bundle"
-    trained = runner.invoke(
-        app,
-        ["train", "--data", str(features), "--model", "hgb", "--output", str(bundle), "--test-days", "10"]
-        + ["--params", str(params)],
-    )
+    train_args = ["train", "--data", str(features), "--model", "hgb", "--output", str(bundle), "--test-days", "10"]
+    trained = runner.invoke(app, [*train_args, "--params", str(params)])
     assert trained.exit_code == 0, trained.output
     meta = json.loads((bundle / METADATA_FILE).read_text())
     assert meta["params"]["max_iter"] == 30  # the file's value, not --max-iter's default 300
