@@ -430,7 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     delay = loaded.metadata.training.label_delay_days
     X = loaded.reference.loc[:, list(schema.FEATURES)].to_numpy(np.float32)
     row, thousand = X[:1], np.repeat(X, BATCH_ROWS // len(X) + 1, axis=0)[:BATCH_ROWS]
-    results: dict[str, Any] = {"machine": machine(), "bundle": str(bundle), "duration_s": args.duration}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "bundle": str(bundle),
+        "model": loaded.metadata.model_type,
+        "duration_s": args.duration,
+    }
     started = time.perf_counter()
     snapshot, results["history"], traffic = state(history(args, workdir), delay)
     results["history"]["backfill_s"] = round(time.perf_counter() - started, 1)
@@ -614,8 +619,9 @@ def write_docs(results: dict[str, Any]) -> None:
     check = (results.get("raw_redis") or results.get("raw_embedded") or {}).get("check", {})
     same = (results.get("features") or {}).get("same_score_as_raw")
     intro = (
-        f"Command: `{COMMAND}` ({results['duration_s']:.0f} s per load run; bundle: default `fraud train` HGB as in "
-        f'"Serving"; run at {m["when"]}). State backfilled from a simulated history of {h["transactions"]:,} '
+        f"Command: `{COMMAND}` ({results['duration_s']:.0f} s per load run; bundle: default `fraud train` model, "
+        f'{results.get("model", "hgb")}, as in "Serving"; run at {m["when"]}). State backfilled from a simulated '
+        f"history of {h['transactions']:,} "
         f"transactions ({h['customers']:,} customers, {h['terminals']:,} terminals, 60 days; on average "
         f"{h['customer_fields_mean']:.0f} fields per customer hash, {h['terminal_fields_mean']:.0f} per terminal) "
         "into both stores, as `fraud online materialize` does. Every raw request carries new transaction ids and a "

@@ -386,8 +386,9 @@ def write_docs(results: dict[str, Any], connections: int) -> None:
 
     command = "python bench/serving_bench.py --bundle <bundle> --mlserver-python <venv>/bin/python"
     intro = (
-        f"Command: `{command}` ({results['duration_s']:.0f} s per run; bundle: default `fraud train` HGB, "
-        f"{results['in_process']['trees']} trees, run at {results['machine']['when']}). Servers pinned to CPU "
+        f"Command: `{command}` ({results['duration_s']:.0f} s per run; bundle: default `fraud train` model, "
+        f"{results['in_process']['engine']} with {results['in_process']['trees']} trees, run at "
+        f"{results['machine']['when']}). Servers pinned to CPU "
         f"{SERVER_CPU}, wrk and the gRPC client to CPU {CLIENT_CPU}. The machine can be shared with other jobs: "
         f"load average {results['machine']['load_before']} before, {results.get('load_after')} after (about 1 is "
         "this benchmark alone); on a busier machine expect noise of tens of percent, most of all in p99. All three "
