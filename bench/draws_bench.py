@@ -24,7 +24,7 @@ from fraud_detection.data import schema
 from fraud_detection.data.simulate import SimulationConfig, simulate
 from fraud_detection.features.offline import build_features
 from fraud_detection.model.backtest import backtest
-from fraud_detection.model.train import TrainConfig, fit_and_score_fn
+from fraud_detection.model.train import DEFAULT_MODEL_TYPE, MODEL_TYPES, TrainConfig, fit_and_score_fn
 
 LOG = logging.getLogger("bench.draws")
 
@@ -84,7 +84,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seeds", required=True, help="comma-separated simulator seeds")
-    parser.add_argument("--model", default="hgb", choices=("hgb", "logreg", "rf"))
+    parser.add_argument("--model", default=DEFAULT_MODEL_TYPE, choices=MODEL_TYPES)
     args = parser.parse_args()
     try:
         seeds = [int(s) for s in args.seeds.split(",")]

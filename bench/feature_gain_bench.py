@@ -26,7 +26,7 @@ import pandas as pd
 
 from fraud_detection.data import schema
 from fraud_detection.model.backtest import backtest
-from fraud_detection.model.train import ModelType, TrainConfig, fit_and_score_fn
+from fraud_detection.model.train import DEFAULT_MODEL_TYPE, MODEL_TYPES, ModelType, TrainConfig, fit_and_score_fn
 
 LOG = logging.getLogger("bench.feature_gain")
 #: The features issue 15 added (docs/FEATURES.md, "Recent spend against the customer's baseline").
@@ -75,7 +75,7 @@ def run(frame: pd.DataFrame, model: str, threads: int | None) -> dict[str, dict[
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--features", type=Path, required=True, help="a fraud features output (Parquet)")
-    parser.add_argument("--model", default="hgb", choices=["hgb", "logreg", "rf"])
+    parser.add_argument("--model", default=DEFAULT_MODEL_TYPE, choices=MODEL_TYPES)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")

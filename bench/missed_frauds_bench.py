@@ -38,7 +38,7 @@ from fraud_detection.data.simulate import SimulationConfig, simulate
 from fraud_detection.features.offline import build_features
 from fraud_detection.model.backtest import backtest
 from fraud_detection.model.card_precision import card_precision_top_k
-from fraud_detection.model.train import TrainConfig, fit_and_score_fn
+from fraud_detection.model.train import DEFAULT_MODEL_TYPE, MODEL_TYPES, TrainConfig, fit_and_score_fn
 
 LOG = logging.getLogger("bench.missed_frauds")
 
@@ -168,7 +168,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seed", type=int, default=23, help="simulator seed")
-    parser.add_argument("--model", default="hgb", choices=("hgb", "logreg", "rf"))
+    parser.add_argument("--model", default=DEFAULT_MODEL_TYPE, choices=MODEL_TYPES)
     parser.add_argument("--top-k", type=int, default=100)
     args = parser.parse_args()
     result = run(args.seed, args.model, args.top_k)
