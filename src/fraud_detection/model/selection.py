@@ -52,6 +52,7 @@ TUNABLE: dict[str, dict[str, tuple[type, ...]]] = {
         "n_estimators": (int,),
         "max_depth": (int, type(None)),
         "min_samples_leaf": (int,),
+        "max_samples": (float, type(None)),
     },
 }
 

@@ -51,6 +51,7 @@ class TrainConfig:
         min_samples_leaf: Minimum rows per leaf (hgb, rf); None for the model type's default
             (:data:`DEFAULT_MIN_SAMPLES_LEAF`: 20 for hgb, 5 for rf), resolved when the configuration is made.
         n_estimators: Trees (rf).
+        max_samples: Share of the training rows each tree's bootstrap sample draws (rf); None for all of them.
         max_features: Share of features considered per split (hgb).
         max_depth: Tree depth (rf; hgb when set).
         random_state: Seed.
@@ -66,6 +67,7 @@ class TrainConfig:
     min_samples_leaf: int | None = None
     max_features: float = 0.5
     n_estimators: int = 100
+    max_samples: float | None = 0.5
     max_depth: int | None = None
     random_state: int = 0
 
@@ -77,6 +79,8 @@ class TrainConfig:
             object.__setattr__(self, "min_samples_leaf", DEFAULT_MIN_SAMPLES_LEAF[self.model_type])
         elif self.min_samples_leaf < 1:
             raise ValueError(f"min_samples_leaf must be >= 1, got {self.min_samples_leaf}")
+        if self.max_samples is not None and not 0.0 < self.max_samples <= 1.0:
+            raise ValueError(f"max_samples must be in (0, 1] or None, got {self.max_samples}")
         if not 0.05 <= self.calibration_fraction <= 0.5:
             raise ValueError(f"calibration_fraction must be in [0.05, 0.5], got {self.calibration_fraction}")
         if self.review_cost < 0:
@@ -221,6 +225,7 @@ def build_pipeline(config: TrainConfig) -> Pipeline:
                         n_estimators=config.n_estimators,
                         max_depth=config.max_depth,
                         min_samples_leaf=config.min_samples_leaf,
+                        max_samples=config.max_samples,
                         n_jobs=None,  # fitted on joblib_workers() threads (fit_pipeline), predicts on one
                         random_state=config.random_state,
                     ),

@@ -8,7 +8,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from fraud_detection.model.backtest import backtest, summarise
-from fraud_detection.model.threads import available_cpus, bounded_threads, pool_threads
+from fraud_detection.model.threads import available_cpus, bounded_threads, joblib_workers, pool_threads
 
 START = pd.Timestamp("2018-04-01", tz="UTC")
 
@@ -117,6 +117,16 @@ def test_the_default_cap_is_the_cpus_available_to_the_process():
         _frame(), fit_and_score, model_type="rule", start=START, train_days=2, delay_days=2, test_days=3, folds=1
     )
     assert result.protocol["threads"] == available_cpus() == counts[0]
+
+
+def test_the_cap_bounds_the_joblib_workers_a_forest_fits_on():
+    assert joblib_workers() == available_cpus()  # no cap: every CPU of the process
+    with bounded_threads(1):
+        assert joblib_workers() == 1
+        with bounded_threads(3):
+            assert joblib_workers() == 3
+        assert joblib_workers() == 1
+    assert joblib_workers() == available_cpus()
 
 
 def test_a_cap_below_one_is_refused():

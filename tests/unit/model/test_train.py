@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from fraud_detection.data import schema
+from fraud_detection.model.threads import bounded_threads
 from fraud_detection.model.train import CalibratedPipeline, TrainConfig, feature_matrix, score, scorer_for, train
 from fraud_detection.scoring.results import InputError
 from fraud_detection.scoring.scorer import Scorer
@@ -34,9 +35,33 @@ def test_threshold_follows_review_cost(small_features):
 def test_bad_config_and_one_class_data_are_rejected(small_features):
     with pytest.raises(ValueError, match="model_type"):
         TrainConfig(model_type="xgb")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="min_samples_leaf must be >= 1, got 0"):
+        TrainConfig(min_samples_leaf=0)
+    with pytest.raises(ValueError, match=r"max_samples must be in \(0, 1\] or None, got 1.5"):
+        TrainConfig(max_samples=1.5)
     legit_only = small_features[small_features[schema.LABEL] == 0]
     with pytest.raises(ValueError, match="both fraud and legitimate"):
         train(legit_only, TrainConfig(model_type="hgb", max_iter=5))
+
+
+def test_the_default_model_is_the_forest_with_its_own_leaf_size():
+    config = TrainConfig()
+    assert (config.model_type, config.n_estimators, config.min_samples_leaf, config.max_samples) == ("rf", 100, 5, 0.5)
+    assert TrainConfig(model_type="hgb").min_samples_leaf == 20
+    assert TrainConfig(min_samples_leaf=3).min_samples_leaf == 3
+
+
+def test_a_forest_scores_the_same_whatever_threads_fitted_it(small_features):
+    config = TrainConfig(n_estimators=8)
+    with bounded_threads(1):
+        one = train(small_features, config).model
+    with bounded_threads(2):
+        two = train(small_features, config).model
+    assert one.pipeline.named_steps["clf"].n_jobs is None  # predicts on one thread: sums in a fixed order
+    rows = small_features.head(500)
+    np.testing.assert_array_equal(score(one, rows), score(two, rows))
+    X = rows[list(schema.FEATURES)].to_numpy()
+    np.testing.assert_array_equal(one.predict_proba(X), two.predict_proba(X))
 
 
 def test_training_is_reproducible(small_features):
