@@ -35,6 +35,7 @@ from sklearn.metrics import average_precision_score
 
 from fraud_detection.data import schema
 from fraud_detection.data.simulate import SimulationConfig, simulate
+from fraud_detection.data.splits import BACKTEST_SPLIT
 from fraud_detection.features.offline import build_features
 from fraud_detection.model.backtest import backtest
 from fraud_detection.model.card_precision import card_precision_top_k
@@ -51,8 +52,8 @@ AGE_BUCKETS: tuple[tuple[str, int], ...] = (
     ("21-27+", 10_000),
 )
 COMPROMISE_DAYS = SimulationConfig().terminal_compromise_days
-#: Compromises younger than this many days (the label delay) have no known fraud yet.
-YOUNG_DAYS = 7
+#: Compromises younger than the backtest's label delay (days) have no known fraud yet.
+YOUNG_DAYS = BACKTEST_SPLIT.delay
 
 
 def compromise_age_days(raw: pd.DataFrame) -> np.ndarray:
