@@ -272,10 +272,11 @@ def grid_points(model_type: str, grid: Mapping[str, Sequence[ParamValue]] | None
     for name, values in spec.items():
         if not values:
             raise ValueError(f"grid parameter {name!r} has no values")
-        for value in values:
-            _check_value(name, value, allowed, model_type)
     names = list(spec)
-    return [dict(zip(names, combo, strict=True)) for combo in product(*(spec[n] for n in names))]
+    points = [dict(zip(names, combo, strict=True)) for combo in product(*(spec[n] for n in names))]
+    for point in points:
+        _check_params(point, allowed, model_type)
+    return points
 
 
 def evaluate_config(
@@ -545,11 +546,10 @@ def parse_params(text: str, source: str = "params") -> SelectedParams:
     params = doc.get("params", {})
     if not isinstance(params, dict):
         raise ValueError(f"{source}: key 'params' must be an object of parameter values")
-    for name, value in params.items():
-        try:
-            _check_value(name, value, allowed, model_type)
-        except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from exc
+    try:
+        _check_params(params, allowed, model_type)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from exc
     return SelectedParams(model_type=model_type, params=dict(params))
 
 
@@ -568,6 +568,13 @@ def _check_value(name: str, value: object, allowed: dict[str, tuple[type, ...]],
         raise ValueError(f"parameter {name!r} must be {names}, got {value!r}")
     if isinstance(value, int | float) and (not math.isfinite(value) or value <= 0):
         raise ValueError(f"parameter {name!r} must be positive, got {value!r}")
+
+
+def _check_params(params: Mapping[str, object], allowed: dict[str, tuple[type, ...]], model_type: str) -> None:
+    """Each value's type and sign, then the ranges a training config accepts (e.g. ``max_samples`` at most 1)."""
+    for name, value in params.items():
+        _check_value(name, value, allowed, model_type)
+    TrainConfig(model_type=model_type, **params)  # type: ignore[arg-type]
 
 
 def _grid_point(params: Mapping[str, ParamValue], result: BacktestResult) -> GridPoint:

@@ -139,6 +139,10 @@ def test_a_params_document_round_trips_to_the_chosen_config(report: SelectionRep
         ('{"model_type": "hgb", "params": {"max_iter": true}}', "^p: parameter 'max_iter' must be int, got True$"),
         ('{"model_type": "hgb", "params": {"learning_rate": -1}}', "^p: parameter 'learning_rate' must be positive"),
         ('{"model_type": "hgb", "params": [1]}', "^p: key 'params' must be an object of parameter values$"),
+        (
+            '{"model_type": "rf", "params": {"max_samples": 1.5}}',
+            r"^p: max_samples must be in \(0, 1\] or None, got 1.5$",
+        ),
     ],
 )
 def test_a_bad_params_document_gives_a_one_line_error_naming_the_key(text: str, message: str):
@@ -162,6 +166,8 @@ def test_grids_expand_in_order_and_reject_unknown_parameters():
     ]
     with pytest.raises(ValueError, match="unknown parameter 'n_estimators' for hgb"):
         grid_points("hgb", {"n_estimators": [10]})
+    with pytest.raises(ValueError, match=r"^max_samples must be in \(0, 1\] or None, got 2.0$"):
+        grid_points("rf", {"max_samples": [0.5, 2.0]})
     with pytest.raises(ValueError, match="grid parameter 'max_iter' has no values"):
         grid_points("hgb", {"max_iter": []})
 
