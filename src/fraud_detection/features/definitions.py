@@ -14,6 +14,7 @@ Windows end on tile boundaries, which keeps online state bounded whatever the tr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -157,51 +158,90 @@ def amount_cents(amount: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(amount, dtype=np.float64) * 100.0).astype(np.int64)
 
 
-def _columns(names: list[str]) -> np.ndarray:
-    return np.array([schema.FEATURES.index(n) for n in names], dtype=np.intp)
-
-
-def _aggregate_columns(windows: tuple[WindowSpec, ...], aggregate: str) -> np.ndarray:
-    return np.array([AGGREGATES.index(f"{w.name}_{aggregate}") for w in windows], dtype=np.intp)
-
+#: A feature column: an array over rows (a history) or one Python number (one transaction).
+Column = float | np.ndarray
 
 _C_DAYS = [w.days for w in CUSTOMER_WINDOWS]
 _T_DAYS = [w.days for w in TERMINAL_WINDOWS]
-_A_CN, _A_CS = _aggregate_columns(CUSTOMER_WINDOWS, "n"), _aggregate_columns(CUSTOMER_WINDOWS, "s")
-_A_TN, _A_TF = _aggregate_columns(TERMINAL_WINDOWS, "n"), _aggregate_columns(TERMINAL_WINDOWS, "f")
-_A_30 = np.array([AGGREGATES.index(f"customer_30d_{a}") for a in CUSTOMER_AGGREGATES], dtype=np.intp)
-_A_7 = np.array([AGGREGATES.index(f"customer_7d_{a}") for a in CUSTOMER_AGGREGATES], dtype=np.intp)
-_A_N1 = AGGREGATES.index("customer_1d_n")
-_F_RAW = [schema.FEATURES.index(n) for n in ("amount", "hour_of_day", "is_weekend", "is_night")]
-_F_TENURE = schema.FEATURES.index("customer_tenure_days")
-_F_CCOUNT = _columns([f"customer_tx_count_{d}d" for d in _C_DAYS])
-_F_CAVG = _columns([f"customer_avg_amount_{d}d" for d in _C_DAYS])
-_F_PREV_24H = schema.FEATURES.index("num_prev_tx_24h")
-_F_MONTHLY_SPEND = schema.FEATURES.index("avg_monthly_spend")
-_F_RATIO = schema.FEATURES.index("amount_to_customer_avg_30d")
-_F_ZSCORE = schema.FEATURES.index("amount_zscore_30d")
-_F_TCOUNT = _columns([f"terminal_tx_count_{d}d" for d in _T_DAYS])
-_F_TRATE = _columns([f"terminal_fraud_rate_{d}d" for d in _T_DAYS])
-_F_RATIO_7D = schema.FEATURES.index("amount_to_customer_avg_7d")
-_F_AVG7_BASE = schema.FEATURES.index("customer_avg_7d_to_baseline")
+_A = {name: i for i, name in enumerate(AGGREGATES)}
 
 
-def _mean_std(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population standard deviation (cents) from a count, a sum and a sum of squares; 0 where undefined."""
-    rows = n.shape[0]
-    mean = np.divide(s, n, out=np.zeros(rows), where=n > 0)
-    var = np.divide(q, n, out=np.zeros(rows), where=n > 1)
-    var -= np.where(n > 1, mean**2, 0.0)
-    return mean, np.sqrt(np.maximum(var, 0.0))
+def _divided(num: Column, den: Column, defined: bool | np.ndarray, default: float) -> Column:
+    """``num / den`` where ``defined``, else ``default`` (the same IEEE division for arrays and numbers)."""
+    if isinstance(den, np.ndarray):
+        return np.divide(num, den, out=np.full(den.shape[0], default), where=defined)
+    return num / den if defined else default
 
 
-def _ratio(num: np.ndarray, den: np.ndarray, default: float) -> np.ndarray:
-    return np.divide(num, den, out=np.full(num.shape[0], default), where=den > 0)
+def _chosen(condition: bool | np.ndarray, yes: Column, no: float) -> Column:
+    if isinstance(condition, np.ndarray):
+        return np.where(condition, yes, no)
+    return yes if condition else no
 
 
-def _zscore(cents: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    z = np.divide(cents - mean, std, out=np.zeros(cents.shape[0]), where=std > 1e-7)
-    return np.minimum(np.maximum(z, -50.0), 50.0)
+def _clipped(x: Column, lo: float, hi: float) -> Column:
+    if isinstance(x, np.ndarray):
+        return np.minimum(np.maximum(x, lo), hi)
+    return min(max(x, lo), hi)
+
+
+def _sqrt_of_positive_part(x: Column) -> Column:
+    if isinstance(x, np.ndarray):
+        return np.sqrt(np.maximum(x, 0.0))
+    return math.sqrt(max(x, 0.0))
+
+
+def _feature_columns(
+    t: int | np.ndarray,
+    amt: Column,
+    since: int | np.ndarray,
+    agg: Mapping[str, Column],
+    night_end_hour: int,
+) -> list[Column]:
+    """Every feature in schema order, for whole columns (arrays) or one transaction (Python numbers) alike.
+
+    The one definition of the derived features: the arithmetic is IEEE double in both cases (aggregates as
+    floats, ``x * x`` for squares, correctly rounded division and square root), so a row derived alone equals the
+    same row derived in a batch, bit for bit.
+    """
+    cents = np.rint(amt * 100.0) if isinstance(amt, np.ndarray) else float(round(amt * 100.0))  # half to even
+    day = t // SECONDS_PER_DAY
+    hour = (t % SECONDS_PER_DAY) // HOUR
+    tenure = t - since
+    tenure = (np.maximum(tenure, 0) if isinstance(tenure, np.ndarray) else max(tenure, 0)) / SECONDS_PER_DAY
+    values: dict[str, Column] = {
+        "amount": amt,
+        "hour_of_day": hour,
+        # 1970-01-01 was a Thursday: day 0 is weekday 3 (Monday = 0).
+        "is_weekend": (day + 3) % 7 >= 5,
+        "is_night": hour < night_end_hour,
+        "customer_tenure_days": tenure,
+    }
+    for d in _C_DAYS:
+        count = agg[f"customer_{d}d_n"] + 1
+        values[f"customer_tx_count_{d}d"] = count
+        values[f"customer_avg_amount_{d}d"] = (agg[f"customer_{d}d_s"] + cents) / 100.0 / count
+    n30, s30, q30 = agg["customer_30d_n"], agg["customer_30d_s"], agg["customer_30d_q"]
+    n7, s7 = agg["customer_7d_n"], agg["customer_7d_s"]
+    values["num_prev_tx_24h"] = agg["customer_1d_n"]
+    values["avg_monthly_spend"] = s30 / 100.0
+    # mean and population standard deviation (cents) of the 30-day window; 0 where undefined
+    mean = _divided(s30, n30, n30 > 0, 0.0)
+    std = _sqrt_of_positive_part(_divided(q30, n30, n30 > 1, 0.0) - _chosen(n30 > 1, mean * mean, 0.0))
+    values["amount_to_customer_avg_30d"] = _divided(cents, mean, mean > 0, 1.0)
+    values["amount_zscore_30d"] = _clipped(_divided(cents - mean, std, std > 1e-7, 0.0), -50.0, 50.0)
+    # The baseline: the 30-day window without its last 7 days (both start on the hour and end on the minute, so
+    # the difference is exactly the older part), which a compromise of the last days has not inflated yet.
+    base_n = n30 - n7
+    base_mean = _divided(s30 - s7, base_n, base_n > 0, 0.0)
+    mean7 = _divided(s7, n7, n7 > 0, 0.0)
+    values["amount_to_customer_avg_7d"] = _divided(cents, mean7, mean7 > 0, 1.0)
+    values["customer_avg_7d_to_baseline"] = _chosen(mean7 > 0, _divided(mean7, base_mean, base_mean > 0, 1.0), 1.0)
+    for d in _T_DAYS:
+        tn = agg[f"terminal_{d}d_n"]
+        values[f"terminal_tx_count_{d}d"] = tn
+        values[f"terminal_fraud_rate_{d}d"] = _divided(agg[f"terminal_{d}d_f"], tn, tn > 0, 0.0)
+    return [values[name] for name in schema.FEATURES]
 
 
 def derive_matrix(
@@ -213,8 +253,9 @@ def derive_matrix(
 ) -> np.ndarray:
     """The model inputs from the raw fields and the window aggregates, identically for every executor.
 
-    Whole columns at a time (a few dozen numpy operations whatever the number of rows), so one row costs tens of
-    microseconds and a history is vectorised.
+    Whole columns at a time (a few dozen numpy operations whatever the number of rows), so a history is
+    vectorised; one row is derived with Python numbers instead (the same arithmetic, bit for bit, without numpy's
+    per-call cost), which is what a served transaction needs.
 
     Args:
         seconds: Event times (int64 epoch seconds), shape (N,).
@@ -228,38 +269,18 @@ def derive_matrix(
     """
     t = np.asarray(seconds, dtype=np.int64)
     amt = np.asarray(amount, dtype=np.float64)
-    cents = np.rint(amt * 100.0)  # amount_cents, as float
+    since = np.asarray(since_seconds, dtype=np.int64)
     a = np.asarray(aggregates).astype(np.float64)
-    n_rows = t.shape[0]
-    day = t // SECONDS_PER_DAY
-    hour = (t % SECONDS_PER_DAY) // HOUR
-    out = np.empty((n_rows, len(schema.FEATURES)), dtype=np.float64)
-    amount_col, hour_col, weekend_col, night_col = _F_RAW
-    out[:, amount_col] = amt
-    out[:, hour_col] = hour
-    # 1970-01-01 was a Thursday: day 0 is weekday 3 (Monday = 0).
-    out[:, weekend_col] = (day + 3) % 7 >= 5
-    out[:, night_col] = hour < night_end_hour
-    out[:, _F_TENURE] = np.maximum(t - np.asarray(since_seconds, dtype=np.int64), 0) / SECONDS_PER_DAY
-    count = a[:, _A_CN] + 1
-    out[:, _F_CCOUNT] = count
-    out[:, _F_CAVG] = (a[:, _A_CS] + cents[:, None]) / 100.0 / count
-    n30, s30, q30 = a[:, _A_30].T
-    n7, s7, _ = a[:, _A_7].T
-    out[:, _F_PREV_24H] = a[:, _A_N1]
-    out[:, _F_MONTHLY_SPEND] = s30 / 100.0
-    mean_cents, std_cents = _mean_std(n30, s30, q30)
-    out[:, _F_RATIO] = _ratio(cents, mean_cents, 1.0)
-    out[:, _F_ZSCORE] = _zscore(cents, mean_cents, std_cents)
-    # The baseline: the 30-day window without its last 7 days (both start on the hour and end on the minute, so
-    # the difference is exactly the older part), which a compromise of the last days has not inflated yet.
-    base_mean = _ratio(s30 - s7, n30 - n7, 0.0)
-    mean7 = _ratio(s7, n7, 0.0)
-    out[:, _F_RATIO_7D] = _ratio(cents, mean7, 1.0)
-    out[:, _F_AVG7_BASE] = np.where(mean7 > 0, _ratio(mean7, base_mean, 1.0), 1.0)
-    tn = a[:, _A_TN]
-    out[:, _F_TCOUNT] = tn
-    out[:, _F_TRATE] = np.divide(a[:, _A_TF], tn, out=np.zeros_like(tn), where=tn > 0)
+    if t.shape[0] == 1:
+        row = a[0].tolist()
+        one = _feature_columns(
+            int(t[0]), float(amt[0]), int(since[0]), {n: row[i] for n, i in _A.items()}, night_end_hour
+        )
+        return np.array([one], dtype=np.float64)
+    columns = _feature_columns(t, amt, since, {n: a[:, i] for n, i in _A.items()}, night_end_hour)
+    out = np.empty((t.shape[0], len(schema.FEATURES)), dtype=np.float64)
+    for i, column in enumerate(columns):
+        out[:, i] = column
     return out
 
 
