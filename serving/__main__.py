@@ -12,6 +12,7 @@ environment and configures logging.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import logging.config
 import os
@@ -496,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         LOG.error("%s", exc)
         return 2
+    # Everything alive now (modules, the model, the app) lives as long as the process: keep it out of the
+    # collector's scans, so a full collection while serving walks only request garbage (default bundle, raw
+    # requests at c=1: the slowest took 120-130 ms, a full collection; frozen, 20-25 ms).
+    gc.collect()
+    gc.freeze()
     server.start([model])
     return 0
 
