@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from kserve import InferOutput, InferRequest, InferResponse, Model
+from kserve import InferRequest, InferResponse, Model
 from kserve.errors import InvalidInput, ServerNotReady
 
 from fraud_detection.data import schema
@@ -32,6 +32,7 @@ from fraud_detection.scoring.scorer import Scorer
 from serving.codec import (
     IDENTIFIERS,
     MAX_AMOUNT,
+    JsonListOutput,
     Tensor,
     identifiers_from_records,
     identifiers_from_tensors,
@@ -390,7 +391,7 @@ class FraudModel(Model):
                 data, datatype = np.ascontiguousarray(X, dtype=np.float64), "FP64"
             else:
                 data, datatype = np.array([s.encode() for s in result.reason_codes_json()], dtype=np.object_), "BYTES"
-            output = InferOutput(name, list(data.shape) if name == FEATURES_OUTPUT else [n], datatype)
+            output = JsonListOutput(name, list(data.shape) if name == FEATURES_OUTPUT else [n], datatype)
             if request.from_grpc:
                 # KServe 0.21's to_grpc() tests `output.data` for truth, which fails for numpy arrays: hand it the
                 # raw bytes instead (what it would send anyway).
@@ -507,7 +508,7 @@ class FraudModel(Model):
         raw: RawScoring | None = None,
     ) -> None:
         if self.bound_metrics is not None:
-            self.bound_metrics.scored(result.scores.tolist(), result.decisions.tolist())
+            self.bound_metrics.scored(result.scores, result.decisions)
         if self.payload_logger is not None:
             self.payload_logger.log(
                 X,

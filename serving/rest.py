@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, ORJSONResponse
@@ -29,7 +30,7 @@ from pydantic import ValidationError
 from fraud_detection.scoring.results import InputError
 from serving.labels import LabelEndpoint
 from serving.model import FraudModel
-from serving.strict import check_v2_body, parse_json, split_binary_body
+from serving.strict import check_v2_body, mark_checked, parse_json, split_binary_body
 
 #: ASGI types (as Starlette defines them), for the pure ASGI middleware.
 Scope = MutableMapping[str, Any]
@@ -209,8 +210,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def _send_json(send: Send, status: int, content: dict[str, Any]) -> None:
-    import orjson
-
     data = orjson.dumps(content)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     if status == 413:
@@ -314,7 +313,9 @@ class ScoringEndpoints:
             raise InvalidInput(str(exc)) from exc
         except ValidationError as exc:
             raise InvalidInput(f"invalid request body: {_pydantic_problems(exc)}") from exc
-        return self.dataplane.decode(request, headers, protocol_version="v2", model_name=model_name)[0]
+        infer_request = self.dataplane.decode(request, headers, protocol_version="v2", model_name=model_name)[0]
+        mark_checked(infer_request.inputs)  # checked above: the codec need not check the same values again
+        return infer_request
 
     async def v2_infer(self, raw_request: Request, raw_response: Response, model_name: str) -> Any:
         """``POST /v2/models/<name>/infer``; see KServe's ``V2Endpoints.infer``.
@@ -325,7 +326,7 @@ class ScoringEndpoints:
             model_name: The model.
 
         Returns:
-            The v2 response (JSON model, or bytes with the binary extension).
+            The v2 response (JSON, or bytes with the binary extension).
         """
         await self._ready(model_name)
         body = await raw_request.body()
@@ -346,7 +347,11 @@ class ScoringEndpoints:
             raw_response.status_code = 200
             raw_response.body = response
             return raw_response
-        return InferenceResponse.model_validate(response)
+        # Rendered here, byte for byte as FastAPI renders the returned model (by alias, nulls kept, orjson), without
+        # the jsonable_encoder walk over every output value that returning the model costs (over 2 ms for 1,000 rows).
+        content = InferenceResponse.model_validate(response).model_dump(mode="json", by_alias=True)
+        rendered = orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+        return Response(content=rendered, media_type="application/json", headers=response_headers or None)
 
     def _decode_v1(self, body: bytes) -> Any:
         try:

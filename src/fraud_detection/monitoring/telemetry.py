@@ -12,10 +12,11 @@ Sections:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
@@ -209,23 +210,59 @@ class BoundServingMetrics:
         if error_kind is not None:
             self.errors[(protocol, error_kind)].inc()
 
-    def scored(self, scores: Iterable[float], decisions: Iterable[bool]) -> None:
-        """Record scored rows: the score histogram and predictions by decision.
+    def scored(self, scores: Sequence[float] | np.ndarray, decisions: Sequence[bool] | np.ndarray) -> None:
+        """Record scored rows: the score histogram (in one go, see :func:`observe_many`) and predictions by decision.
 
         Args:
             scores: Calibrated scores.
-            decisions: True for fraud.
+            decisions: True for fraud, one per score.
+
+        Raises:
+            ValueError: Not one decision per score (nothing is recorded then).
         """
-        fraud = 0
-        total = 0
-        for value, decision in zip(scores, decisions, strict=True):
-            self.score.observe(value)
-            fraud += bool(decision)
-            total += 1
+        values = np.asarray(scores, dtype=np.float64).reshape(-1)
+        flags = np.asarray(decisions, dtype=bool).reshape(-1)
+        if values.size != flags.size:
+            relation = "shorter" if flags.size < values.size else "longer"
+            raise ValueError(f"{flags.size} decisions for {values.size} scores: the decisions are {relation}")
+        observe_many(self.score, values)
+        fraud = int(np.count_nonzero(flags))
         if fraud:
             self.predictions["fraud"].inc(fraud)
-        if total - fraud:
-            self.predictions["legit"].inc(total - fraud)
+        if values.size - fraud:
+            self.predictions["legit"].inc(values.size - fraud)
+
+
+def observe_many(histogram: Histogram, values: Sequence[float] | np.ndarray) -> None:
+    """Observe many values in one go: one increment per bucket hit and one of the sum, not a call per value.
+
+    Buckets and count equal those of ``histogram.observe`` on each value (a value exactly on a bound counts in that
+    bound's bucket, +Inf in the last one, NaN in none); the sum equals theirs up to the rounding of the addition
+    order. prometheus_client (0.26) has no batch API, so this uses its private ``_upper_bounds``, ``_buckets`` and
+    ``_sum`` (tests/unit/monitoring/test_telemetry.py compares the exposition with ``observe``'s), and falls back to
+    ``observe`` per value on a version without them.
+
+    Args:
+        histogram: An observable histogram (unlabelled, or a child with its labels bound).
+        values: The values.
+    """
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(buckets) != len(bounds):
+        for value in arr.tolist():
+            histogram.observe(value)
+        return
+    if arr.size == 0:
+        return
+    # side="left": the first bound >= value, as observe's `value <= bound`; NaN sorts past the last bound (no bucket)
+    index = np.searchsorted(np.asarray(bounds, dtype=np.float64), arr, side="left")
+    counts = np.bincount(index, minlength=len(bounds) + 1)[: len(bounds)]
+    total.inc(float(arr.sum()))
+    for bucket, count in zip(buckets, counts.tolist(), strict=True):
+        if count:
+            bucket.inc(count)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fraud_detection.monitoring.drift import ColumnDrift, DriftResult
@@ -29,9 +30,11 @@ from fraud_detection.monitoring.telemetry import (
     DRIFT_JOB,
     ERROR_KINDS,
     PROTOCOLS,
+    SCORE_BUCKETS,
     DriftMetrics,
     ServingMetrics,
     drift_registry,
+    observe_many,
     push_drift_result,
 )
 
@@ -193,6 +196,61 @@ def test_scores_and_decisions_of_different_lengths_are_refused():
     _, metrics = _serving()
     with pytest.raises(ValueError, match=r"shorter|longer"):
         metrics.bind(MODEL, "v1", 0.5).scored([0.1, 0.2], [True])
+
+
+def _exposition(registry: CollectorRegistry) -> list[str]:
+    return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+
+@pytest.mark.parametrize(
+    "batches",
+    [
+        # on a bound (0.25, 0.5, 1.0), between, below the first, above the last, +Inf, -Inf; two batches add up
+        [[0.25, 0.125, 0.5, 0.75, 1.0, 2.0, -1.0], [math.inf, 0.25, 0.0625]],
+        [[-math.inf, 0.5], []],
+        [[math.nan, 0.25]],  # NaN: in no bucket and a NaN sum, as observe does
+    ],
+)
+def test_observe_many_exposes_exactly_what_observe_per_value_does(batches: list[list[float]]):
+    one_by_one, bulk = CollectorRegistry(), CollectorRegistry()
+    # dyadic values: any addition order gives the same sum, so the whole exposition must match to the last bit
+    each = Histogram("h", "doc", ["model"], buckets=(0.25, 0.5, 1.0), registry=one_by_one).labels("m")
+    many = Histogram("h", "doc", ["model"], buckets=(0.25, 0.5, 1.0), registry=bulk).labels("m")
+    for batch in batches:
+        for value in batch:
+            each.observe(value)
+        observe_many(many, np.asarray(batch))
+    assert _exposition(bulk) == _exposition(one_by_one)
+
+
+def test_scored_buckets_equal_observe_per_value_on_the_score_buckets():
+    rng = np.random.default_rng(7)
+    scores = np.concatenate([rng.random(997), np.asarray(SCORE_BUCKETS[:3]), [0.0]])  # three exactly on a bound
+    registry, metrics = _serving()
+    metrics.bind(MODEL, "v1", 0.5).scored(scores, scores >= 0.5)
+    reference = Histogram("fraud_serving_score_ratio", "doc", buckets=SCORE_BUCKETS, registry=CollectorRegistry())
+    for value in scores.tolist():
+        reference.observe(value)
+    labels = {"model_name": MODEL, "model_version": "v1"}
+    expected = {s.labels["le"]: s.value for s in reference.collect()[0].samples if s.name.endswith("_bucket")}
+    for le, count in expected.items():
+        assert registry.get_sample_value("fraud_serving_score_ratio_bucket", {**labels, "le": le}) == count
+    assert registry.get_sample_value("fraud_serving_score_ratio_count", labels) == len(scores)
+    assert registry.get_sample_value("fraud_serving_score_ratio_sum", labels) == pytest.approx(scores.sum(), rel=1e-12)
+    assert registry.get_sample_value("fraud_serving_predictions_total", {**labels, "decision": "fraud"}) == int(
+        (scores >= 0.5).sum()
+    )
+
+
+def test_observe_many_falls_back_to_observe_without_the_private_fields():
+    seen: list[float] = []
+
+    class Plain:
+        def observe(self, amount: float) -> None:
+            seen.append(amount)
+
+    observe_many(Plain(), [0.5, 2.0])  # type: ignore[arg-type]
+    assert seen == [0.5, 2.0]
 
 
 def test_stable_and_canary_versions_are_separate_series():

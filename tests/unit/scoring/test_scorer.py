@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fraud_detection.data import schema
+from fraud_detection.scoring.engines import trees
 from fraud_detection.scoring.engines.fallback import SklearnEngine
 from fraud_detection.scoring.engines.trees import TreeEnsembleEngine
 from fraud_detection.scoring.results import InputError
@@ -108,6 +109,18 @@ def test_forest_batches_use_sklearns_walk_and_give_the_numpy_walks_floats(models
     np.testing.assert_array_equal(engine.raw(big), numpy_walk)  # bit for bit, whichever path a batch takes
     np.testing.assert_array_equal(engine.raw(big[: engine.batch_rows - 1]), numpy_walk[: engine.batch_rows - 1])
     np.testing.assert_allclose(engine.margin(big), models["rf"].model.margin(big), atol=1e-9)
+
+
+@pytest.mark.parametrize("block", [37, 499, 8_192])
+def test_forest_blocks_and_row_order_do_not_change_a_bit(scorers, small_features, monkeypatch, block: int):
+    rows = small_features.loc[:, list(schema.FEATURES)].to_numpy(np.float64)[:500]
+    engine = scorers["rf"].engine
+    numpy_walk = engine.value.take(engine.leaves(rows)).sum(axis=1) + engine.base
+    monkeypatch.setattr(trees, "_FOREST_BATCH_ROWS", block)  # 499: a last block of one row
+    np.testing.assert_array_equal(engine.raw(rows), numpy_walk)
+    shuffled = np.random.default_rng(block).permutation(len(rows))  # rows are walked grouped, then put back
+    np.testing.assert_array_equal(engine.raw(rows[shuffled]), numpy_walk[shuffled])
+    np.testing.assert_array_equal(engine.raw(np.repeat(rows[:20], 3, axis=0)), np.repeat(numpy_walk[:20], 3))
 
 
 @pytest.mark.parametrize("kind", ["hgb", "logreg", "rf"])

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from kserve import InferInput, InferRequest, InferResponse
 from kserve.errors import InvalidInput, ModelNotFound, ServerNotReady
 from kserve.model_repository import ModelRepository
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.infer_type import RequestedOutput
+from kserve.protocol.rest.v2_datamodels import InferenceRequest, InferenceResponse
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -37,8 +40,15 @@ from serving.__main__ import (
 from serving.__main__ import main as serving_main
 from serving.grpc_server import grpc_error_kind
 from serving.model import FraudModel
-from serving.rest import _as_json_unless_binary, error_kind, scoring_protocol, validation_error_handler
+from serving.rest import (
+    ScoringEndpoints,
+    _as_json_unless_binary,
+    error_kind,
+    scoring_protocol,
+    validation_error_handler,
+)
 from serving.server import TolerantDataPlane
+from serving.strict import CheckedData
 
 F = len(schema.FEATURES)
 SEED = {"amount": 100, "hour_of_day": 14, "avg_monthly_spend": 500, "customer_tenure_days": 365, "num_prev_tx_24h": 5}
@@ -315,6 +325,56 @@ def test_malformed_binary_bodies_become_invalid_input():
         plane.decode(b"{}", headers, protocol_version="v2", model_name="m")
     with pytest.raises(InvalidInput, match="malformed"):
         plane.decode(b'{"inputs": 3}', {"inference-header-content-length": "13"}, protocol_version="v2", model_name="m")
+
+
+def test_rest_decode_hands_the_checked_features_over_marked_and_grpc_data_unmarked(model: FraudModel, rows):
+    plane = TolerantDataPlane(model_registry=ModelRepository())
+    body = {
+        "inputs": [
+            {"name": "features", "datatype": "FP64", "shape": [len(rows), F], "data": rows.tolist()},
+            {"name": "transaction_id", "datatype": "BYTES", "shape": [len(rows)], "data": ["a"] * len(rows)},
+        ]
+    }
+    request = ScoringEndpoints(plane, max_rows=10)._decode_v2(json.dumps(body).encode(), {}, "fraud-detector")
+    assert isinstance(request.inputs[0].data, CheckedData) and type(request.inputs[1].data) is list
+    grpc = InferRequest(
+        "fraud-detector", [InferInput("features", [len(rows), F], "FP64", rows.tolist())], from_grpc=True
+    )
+    assert not isinstance(grpc.inputs[0].data, CheckedData)
+    np.testing.assert_array_equal(model.predict(request).outputs[0].data, model.predict(grpc).outputs[0].as_numpy())
+
+
+def test_v2_json_responses_are_rendered_as_fastapi_renders_the_response_model(model: FraudModel, rows):
+    repository = ModelRepository()
+    repository.update(model)
+    app = FastAPI()
+    endpoints = ScoringEndpoints(TolerantDataPlane(model_registry=repository), max_rows=10)
+    app.add_api_route("/v2/models/{model_name}/infer", endpoints.v2_infer, methods=["POST"], response_model=None)
+    body = {
+        "id": "r1",
+        "inputs": [{"name": "features", "datatype": "FP64", "shape": [len(rows), F], "data": rows.tolist()}],
+        "outputs": [{"name": "fraud_score"}, {"name": "is_fraud"}, {"name": "features"}],
+    }
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    path = "/v2/models/fraud-detector/infer"
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b""}
+    asyncio.run(app({**scope, "headers": [(b"content-type", b"application/json")]}, receive, send))
+    assert sent[0]["status"] == 200 and (b"content-type", b"application/json") in sent[0]["headers"]
+    expected = InferenceResponse.model_validate(
+        model.predict(
+            InferRequest.from_inference_request(InferenceRequest.model_validate(body), "fraud-detector")
+        ).to_rest()[0]
+    )
+    rendered = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert rendered == jsonable_encoder(expected)
+    assert rendered["id"] == "r1" and len(rendered["outputs"][2]["data"]) == len(rows) * F
 
 
 # -- entry point helpers -------------------------------------------------------------------------------------
