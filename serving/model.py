@@ -40,6 +40,7 @@ from serving.codec import (
     matrix_from_tensors,
 )
 from serving.raw_codec import is_raw_request, raw_from_records, raw_from_tensors
+from serving.store_calls import CoalescedStoreCalls
 from serving.strict import check_max_amount, parse_json
 
 LOG = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class FraudModel(Model):
         self.expose_threshold = expose_threshold
         self._online_factory = online_factory
         self.online: OnlineFeatures | None = None
+        self._store_calls: CoalescedStoreCalls | None = None
         self._loader = loader
         self._metrics = metrics
         self._max_batch_size = max_batch_size
@@ -178,6 +180,8 @@ class FraudModel(Model):
             raise RuntimeError(f"warm-up prediction of {meta.version} failed: {warm.scores}")
         if self._online_factory is not None:
             self.online = self._online_factory(meta.training.label_delay_days)
+            if self.online.store.waits_on_io:
+                self._store_calls = CoalescedStoreCalls(self.online, max_rows=self._max_batch_size)
         self.loaded = LoadedModel(scorer, meta.version, scorer.threshold, bundle.manifest_sha256)
         self.bound_metrics = self._metrics.bind(self.name, meta.version, scorer.threshold)
         self._parameters = {"model_version": meta.version, "threshold": f"{scorer.threshold:.6g}"}
@@ -205,6 +209,8 @@ class FraudModel(Model):
         """Flush the payload log, close the online store and mark the model not ready."""
         if self.payload_logger is not None:
             self.payload_logger.close()
+        if self._store_calls is not None:
+            self._store_calls.close()
         if self.online is not None:
             self.online.store.close()
         self.ready = False
@@ -269,7 +275,8 @@ class FraudModel(Model):
         """Turn a raw-transaction request into its features from the online store; pass anything else through.
 
         A store call that waits on the network (Redis) runs in a worker thread, so a slow store never blocks the event
-        loop; the embedded store computes in memory and is called inline (cheaper than a thread hand-off).
+        loop, coalesced with the calls of requests that arrive meanwhile (:mod:`serving.store_calls`); the embedded
+        store computes in memory and is called inline (cheaper than a thread hand-off).
 
         Args:
             payload: Decoded request.
@@ -299,8 +306,8 @@ class FraudModel(Model):
         except InputError as exc:
             raise InvalidInput(str(exc)) from exc
         try:
-            if self.online.store.waits_on_io:
-                batch = await asyncio.to_thread(self.online.compute, transactions)
+            if self._store_calls is not None:
+                batch = await self._store_calls.compute(transactions)
             else:
                 batch = self.online.compute(transactions)
         except OnlineStoreUnavailableError as exc:
