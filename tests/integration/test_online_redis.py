@@ -177,3 +177,37 @@ def test_the_redis_script_sums_windows_exactly_as_the_embedded_store(store: Redi
         labels = [(tx.transaction_id, int(rng.integers(0, 2))) for tx in txs[max(0, i - 400) : i : 3]]
         assert store.apply_labels(labels) == embedded.apply_labels(labels)
     assert retried == 40 and frauds > 0  # retries and known frauds were exercised
+
+
+def test_tiles_are_stored_in_binary_and_a_busy_customers_hash_stays_a_compact_listpack(store: RedisStore):
+    import struct
+
+    from fraud_detection.features.state.redis_store import CUSTOMER_TILE_FORMAT, TERMINAL_TILE_FORMAT
+
+    t0 = int(START.timestamp())
+    # 120 transactions over 30 days: about 120 hour tiles and the last day's minute tiles
+    store.score_batch([RawTransaction(f"b{i}", t0 + i * 6 * HOUR, "busy", "shop", 12.34 + i) for i in range(120)])
+    raw = store._client.hgetall(store._prefix + CUSTOMER_PREFIX + "busy")
+    tiles = {k.decode(): v for k, v in raw.items() if k[:1] in (b"F", b"H")}
+    assert tiles and all(len(v) == struct.calcsize(CUSTOMER_TILE_FORMAT) for v in tiles.values())
+    last = t0 + 119 * 6 * HOUR
+    assert struct.unpack(CUSTOMER_TILE_FORMAT, tiles[f"H{last // HOUR}"]) == (1, 13_134.0, 13_134.0**2)
+    assert store.fields(CUSTOMER_PREFIX + "busy")[f"h{last // HOUR}s"] == 13_134
+    terminal = store._client.hgetall(store._prefix + TERMINAL_PREFIX + "shop")
+    assert struct.unpack(TERMINAL_TILE_FORMAT, terminal[f"H{last // HOUR}".encode()]) == (1, 0)
+    encoding = store._client.object("encoding", store._prefix + CUSTOMER_PREFIX + "busy")
+    assert encoding in (b"listpack", "listpack")
+
+
+def test_a_hash_in_the_earlier_text_layout_is_refused_with_the_fix_not_misread(store: RedisStore):
+    t0 = int(START.timestamp())
+    key = store._prefix + CUSTOMER_PREFIX + "old"
+    store._client.hset(key, mapping={f"h{t0 // HOUR - 2}": "3 1500 750000", "newest": t0 - 2 * HOUR})
+    with pytest.raises(OnlineStoreUnavailableError, match=r"text tiles of an earlier version.*materialize"):
+        store.score_batch([RawTransaction("n1", t0, "old", "shop", 1.0)])
+    assert not store._client.exists(store._prefix + "x:n1")  # nothing half-written
+    tkey = store._prefix + TERMINAL_PREFIX + "oldshop"
+    store._client.hset(tkey, mapping={f"h{t0 // HOUR}": "2 0", "newest": t0})
+    store._client.set(store._prefix + "x:n2", f"oldshop\t{t0 // HOUR}\t-")
+    with pytest.raises(OnlineStoreUnavailableError, match="materialize"):
+        store.apply_labels([("n2", 1)])

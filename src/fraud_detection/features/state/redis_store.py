@@ -11,6 +11,7 @@ backend does not set: use a single primary (with replicas for failover), as Azur
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,26 +48,40 @@ from fraud_detection.features.state.base import (
 
 LOG = logging.getLogger(__name__)
 
-# Physical layout: the hash layout of features.online with one field per tile, ``f<minute>`` or ``h<hour>``, whose
-# value packs the tile's counters separated by spaces (``n s q`` for a customer, ``n f`` for a terminal); ``since``,
-# ``newest`` and ``_p`` (records, for pruning) as plain integers. One field per tile instead of one per counter
-# makes the scoring script's scan three times shorter. Counters are exact below 2**53 (Lua numbers are doubles).
-_PACKED = """
+# Physical layout: the hash layout of features.online with one field per tile, ``F<minute>`` or ``H<hour>``, whose
+# value packs the tile's counters in binary, little-endian: a customer's ``n s q`` as int32, double, double (20
+# bytes), a terminal's ``n f`` as two int32 (8 bytes); ``since``, ``newest`` and ``_p`` (records, for pruning) as
+# decimal integers. One field per tile instead of one per counter makes the scoring script's scan three times
+# shorter, and Lua reads a binary tile with one struct.unpack, about 15 times cheaper than matching text (the text
+# tiles, ``f<minute>``/``h<hour>`` = ``"n s q"``, of an earlier version are refused, not misread: materialize again).
+# Values stay under 64 bytes, so Redis keeps the hashes as compact listpacks. Counters are exact below 2**53 (Lua
+# numbers are doubles; the sums of cents and of squared cents are stored as doubles, counts as int32).
+CUSTOMER_TILE_FORMAT = "<idd"
+TERMINAL_TILE_FORMAT = "<ii"
+_FORMATS = {"".join(CUSTOMER_AGGREGATES): CUSTOMER_TILE_FORMAT, "".join(TERMINAL_AGGREGATES): TERMINAL_TILE_FORMAT}
+_PACKED = f"""
+local sunpack, spack = struct.unpack, struct.pack
+
 local function unpack_tile(v, width)
   if width == 3 then
-    local n, s, q = string.match(v, '^(%-?%d+) (%-?%d+) (%-?%d+)$')
-    return {tonumber(n), tonumber(s), tonumber(q)}
+    local n, s, q = sunpack('{CUSTOMER_TILE_FORMAT}', v)
+    return {{n, s, q}}
   end
-  local n, f = string.match(v, '^(%-?%d+) (%-?%d+)$')
-  return {tonumber(n), tonumber(f)}
+  local n, f = sunpack('{TERMINAL_TILE_FORMAT}', v)
+  return {{n, f}}
 end
 
 local function pack_tile(c)
-  if #c == 3 then return string.format('%d %d %d', c[1], c[2], c[3]) end
-  return string.format('%d %d', c[1], c[2])
+  if #c == 3 then return spack('{CUSTOMER_TILE_FORMAT}', c[1], c[2], c[3]) end
+  return spack('{TERMINAL_TILE_FORMAT}', c[1], c[2])
 end
 
--- Delete tiles older than the hash's horizons behind its newest event.
+local function old_layout(key)
+  error({{err = 'online store: ' .. key .. ' holds text tiles of an earlier version (f<minute>/h<hour> fields): '
+    .. 'delete the store keys and run `fraud online materialize` again'}})
+end
+
+-- Delete tiles older than the hash's horizons behind its newest event (F = 70: minute tiles, H = 72: hour tiles).
 local function prune(key, fine_s, fine_h, coarse_s, coarse_h)
   local newest = tonumber(redis.call('HGET', key, 'newest'))
   if not newest then return end
@@ -74,9 +89,9 @@ local function prune(key, fine_s, fine_h, coarse_s, coarse_h)
     local kind = string.byte(name, 1)
     local idx = tonumber(string.sub(name, 2))
     if idx then
-      if kind == 102 and fine_s > 0 and (idx + 1) * fine_s <= newest - fine_h then
+      if kind == 70 and fine_s > 0 and (idx + 1) * fine_s <= newest - fine_h then
         redis.call('HDEL', key, name)
-      elseif kind == 104 and (idx + 1) * coarse_s <= newest - coarse_h then
+      elseif kind == 72 and (idx + 1) * coarse_s <= newest - coarse_h then
         redis.call('HDEL', key, name)
       end
     end
@@ -89,24 +104,23 @@ end
 # window, `nwin` how many, `width` the counters per tile. Appends the sums to `out`; returns since, newest, the
 # record counter and the counters of the fine tile `fine_at` and the coarse tile `coarse_at` (where the row lands).
 _SUMS = """
-local function sums(flat, lims, first, nwin, width, out, fine_at, coarse_at)
+local function sums(key, flat, lims, first, nwin, width, out, fine_at, coarse_at)
   local base = #out
   for k = 1, nwin * width do out[base + k] = 0 end
   local since, newest, p, fine_tile, coarse_tile = nil, nil, 0, nil, nil
-  local pattern = (width == 3) and '^(%-?%d+) (%-?%d+) (%-?%d+)$' or '^(%-?%d+) (%-?%d+)$'
+  local byte, sub = string.byte, string.sub
   for j = 1, #flat, 2 do
     local name = flat[j]
-    local kind = string.byte(name, 1)
-    if kind == 102 or kind == 104 then
-      local idx = tonumber(string.sub(name, 2))
-      local off = (kind == 102) and 1 or 3
+    local kind = byte(name, 1)
+    if kind == 70 or kind == 72 then
+      local idx = tonumber(sub(name, 2))
+      local off = (kind == 70) and 1 or 3
       local x, y, z = nil, nil, nil
       for w = 0, nwin - 1 do
         local r = 4 * (first + w) + off
         if idx >= lims[r] and idx < lims[r + 1] then
           if not x then
-            x, y, z = string.match(flat[j + 1], pattern)
-            x, y, z = tonumber(x), tonumber(y), tonumber(z)
+            if width == 3 then x, y, z = sunpack('<idd', flat[j + 1]) else x, y = sunpack('<ii', flat[j + 1]) end
           end
           local o = base + w * width
           out[o + 1] = out[o + 1] + x
@@ -114,10 +128,12 @@ local function sums(flat, lims, first, nwin, width, out, fine_at, coarse_at)
           if z then out[o + 3] = out[o + 3] + z end
         end
       end
-      if (kind == 102 and idx == fine_at) or (kind == 104 and idx == coarse_at) then
+      if (kind == 70 and idx == fine_at) or (kind == 72 and idx == coarse_at) then
         local c = unpack_tile(flat[j + 1], width)
-        if kind == 102 then fine_tile = c else coarse_tile = c end
+        if kind == 70 then fine_tile = c else coarse_tile = c end
       end
+    elseif kind == 102 or kind == 104 then
+      old_layout(key)
     elseif name == 'since' then
       since = flat[j + 1]
     elseif name == 'newest' then
@@ -162,8 +178,8 @@ for i = 0, rows - 1 do
   out[#out + 1] = seen
   local slot = #out + 1
   out[slot] = 0
-  local since, cnewest, cp, cfine, ccoarse = sums(redis.call('HGETALL', ck), lims, 0, cwin, 3, out, minute, hour)
-  local _, tnewest, tp, _, tcoarse = sums(redis.call('HGETALL', tk), lims, cwin, twin, 2, out, -1, hour)
+  local since, cnewest, cp, cfine, ccoarse = sums(ck, redis.call('HGETALL', ck), lims, 0, cwin, 3, out, minute, hour)
+  local _, tnewest, tp, _, tcoarse = sums(tk, redis.call('HGETALL', tk), lims, cwin, twin, 2, out, -1, hour)
   local t = tonumber(secs)
   if since and tonumber(since) < t then out[slot] = tonumber(since) else out[slot] = t end
   if seen == 0 then
@@ -176,9 +192,9 @@ for i = 0, rows - 1 do
     if (not cnewest) or tonumber(cnewest) < t then cnewest = secs end
     if (not tnewest) or tonumber(tnewest) < t then tnewest = secs end
     local inc = {1, cents, square}
-    redis.call('HSET', ck, 'f' .. minute, pack_tile(added(cfine, inc)), 'h' .. hour, pack_tile(added(ccoarse, inc)),
+    redis.call('HSET', ck, 'F' .. minute, pack_tile(added(cfine, inc)), 'H' .. hour, pack_tile(added(ccoarse, inc)),
       'since', since, 'newest', cnewest, '_p', string.format('%d', cp + 1))
-    redis.call('HSET', tk, 'h' .. hour, pack_tile(added(tcoarse, {1, 0})), 'newest', tnewest,
+    redis.call('HSET', tk, 'H' .. hour, pack_tile(added(tcoarse, {1, 0})), 'newest', tnewest,
       '_p', string.format('%d', tp + 1))
     if (cp + 1) % prune_every == 0 then
       prune(ck, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
@@ -208,7 +224,8 @@ for i, xk in ipairs(KEYS) do
       unchanged = unchanged + 1
     else
       local delta = tonumber(label) - ((old == '-') and 0 or tonumber(old))
-      local tk, field = ARGV[1] .. terminal, 'h' .. hour
+      local tk, field = ARGV[1] .. terminal, 'H' .. hour
+      if redis.call('HEXISTS', tk, 'h' .. hour) == 1 then old_layout(tk) end
       local current = redis.call('HGET', tk, field)
       local c = current and unpack_tile(current, 2) or {0, 0}
       redis.call('HSET', tk, field, pack_tile({c[1], c[2] + delta}))
@@ -241,7 +258,7 @@ return 1
 """
 
 
-def packed(fields: Mapping[str, int], aggregates: str) -> dict[str, int | str]:
+def packed(fields: Mapping[str, int], aggregates: str) -> dict[str, int | bytes]:
     """Logical hash fields (one per counter, as :mod:`fraud_detection.features.online` lays them out) packed per tile.
 
     Args:
@@ -249,35 +266,38 @@ def packed(fields: Mapping[str, int], aggregates: str) -> dict[str, int | str]:
         aggregates: The entity's counters in order (``nsq`` or ``nf``).
 
     Returns:
-        ``f<minute>``/``h<hour>`` to ``"n s q"`` (or ``"n f"``), the other fields as they were.
+        ``F<minute>``/``H<hour>`` to the tile's counters in binary (:data:`CUSTOMER_TILE_FORMAT` or
+        :data:`TERMINAL_TILE_FORMAT`), the other fields as they were.
     """
     tiles: dict[str, list[int]] = {}
-    out: dict[str, int | str] = {}
+    out: dict[str, int | bytes] = {}
     for name, value in fields.items():
         if name[:1] in ("f", "h") and name[-1:] in aggregates:
-            tiles.setdefault(name[:-1], [0] * len(aggregates))[aggregates.index(name[-1])] = int(value)
+            tiles.setdefault(name[:-1].upper(), [0] * len(aggregates))[aggregates.index(name[-1])] = int(value)
         else:
             out[name] = int(value)
+    form = _FORMATS[aggregates]
     for tile, counters in tiles.items():
-        out[tile] = " ".join(str(c) for c in counters)
+        out[tile] = struct.pack(form, *counters)
     return out
 
 
-def unpacked(fields: Mapping[str, str], aggregates: str) -> dict[str, int]:
+def unpacked(fields: Mapping[str, bytes], aggregates: str) -> dict[str, int]:
     """The inverse of :func:`packed`.
 
     Args:
-        fields: A hash as stored.
+        fields: A hash as stored (names decoded, values as bytes).
         aggregates: The entity's counters in order.
 
     Returns:
         One field per counter.
     """
     out: dict[str, int] = {}
+    form = _FORMATS[aggregates]
     for name, value in fields.items():
-        if name[:1] in ("f", "h") and " " in value:
-            for agg, counter in zip(aggregates, value.split(" "), strict=True):
-                out[name + agg] = int(counter)
+        if name[:1] in ("F", "H"):
+            for agg, counter in zip(aggregates, struct.unpack(form, value), strict=True):
+                out[name.lower() + agg] = int(counter)
         else:
             out[name] = int(value)
     return out
@@ -429,7 +449,7 @@ class RedisStore(OnlineStore):
         """
         raw = self._call("reading", self._client.hgetall, self._prefix + key)
         aggregates = CUSTOMER_AGGREGATES if key.startswith(CUSTOMER_PREFIX) else TERMINAL_AGGREGATES
-        return unpacked({k.decode(): v.decode() for k, v in raw.items()}, "".join(aggregates))
+        return unpacked({k.decode(): v for k, v in raw.items()}, "".join(aggregates))
 
     def close(self) -> None:  # noqa: D102
         self._client.close()
