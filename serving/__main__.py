@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import logging
 import logging.config
 import os
@@ -433,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(env, settings).parse_args(argv)
     configure_logging(args.log_level, args.access_log)
     logging.captureWarnings(True)
+    if args.access_log_format and importlib.util.find_spec("asgi_logger") is None:
+        # KServe's flag needs the optional asgi-logger package, which the image does not ship
+        LOG.error("--access_log_format needs the asgi-logger package (not installed); use --access_log for access logs")
+        return 2
 
     import prometheus_client
 
