@@ -20,8 +20,9 @@ Hash layout (shared by every store backend):
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -139,12 +140,14 @@ def transaction_record(tx: RawTransaction) -> str:
 WINDOWS: tuple[WindowSpec, ...] = CUSTOMER_WINDOWS + TERMINAL_WINDOWS
 
 
-def tile_ranges(seconds: int, label_delay_days: int) -> list[int]:
+def tile_ranges(seconds: int, label_delay_days: int) -> tuple[int, ...]:
     """Each window of a transaction as half-open ranges of tile indexes, four integers per window of :data:`WINDOWS`.
 
     ``fine_lo, fine_hi`` (minute tiles) and ``coarse_lo, coarse_hi`` (hour tiles): coarse tiles cover whole hours from
     an hour-aligned start, fine tiles the rest. The windows' bounds are tile-aligned (see :func:`window_bounds`), so
     summing the counters of those tiles is exact. Stores sum with these ranges, so the windows stay defined here only.
+    Every bound is a function of the transaction's minute, so the ranges are computed once per minute (and label
+    delay) and remembered.
 
     Args:
         seconds: The transaction's event time (epoch seconds).
@@ -153,6 +156,12 @@ def tile_ranges(seconds: int, label_delay_days: int) -> list[int]:
     Returns:
         ``4 * len(WINDOWS)`` integers.
     """
+    return _minute_ranges(seconds // MINUTE, label_delay_days)
+
+
+@lru_cache(maxsize=4096)
+def _minute_ranges(minute: int, label_delay_days: int) -> tuple[int, ...]:
+    seconds = minute * MINUTE
     out: list[int] = []
     for spec in WINDOWS:
         start, end = window_bounds(seconds, spec, label_delay_days)
@@ -161,14 +170,16 @@ def tile_ranges(seconds: int, label_delay_days: int) -> list[int]:
             out += [split // MINUTE, end // MINUTE, start // HOUR, split // HOUR]
         else:
             out += [start // MINUTE, end // MINUTE, 0, 0]
-    return out
+    return tuple(out)
 
 
 class TileSeries:
-    """One entity's tiles of one width (minute or hour), sorted by tile index, counters in parallel lists.
+    """One entity's tiles of one width (minute or hour), sorted by tile index, as running sums per counter.
 
-    A window's sums are two binary searches and one builtin ``sum`` over a slice per counter, whatever the number of
-    tiles; recording an in-order event appends.
+    ``cumulative[c][k]`` is counter ``c`` summed over the first ``k`` tiles, so a window's sums are two binary
+    searches and one subtraction per counter, whatever the number of tiles in it. Recording an event in the newest
+    tile (the usual case) touches one running sum per counter; an out-of-order event adds to the sums after its tile.
+    Counters are Python integers, so every sum is exact.
 
     Args:
         width: Counters per tile (3 for a customer: n, s, q; 2 for a terminal: n, f).
@@ -176,18 +187,15 @@ class TileSeries:
 
     def __init__(self, width: int) -> None:
         self.index: list[int] = []
-        self.counters: list[list[int]] = [[] for _ in range(width)]
+        self.cumulative: list[list[int]] = [[0] for _ in range(width)]
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _position(self, idx: int) -> int:
-        pos = bisect_left(self.index, idx)
-        if pos == len(self.index) or self.index[pos] != idx:
-            self.index.insert(pos, idx)
-            for counter in self.counters:
-                counter.insert(pos, 0)
-        return pos
+    @property
+    def width(self) -> int:
+        """Counters per tile."""
+        return len(self.cumulative)
 
     def add(self, idx: int, values: Sequence[int]) -> None:
         """Add to one tile's counters (creating it).
@@ -196,19 +204,41 @@ class TileSeries:
             idx: Tile index.
             values: One increment per counter.
         """
-        pos = self._position(idx)
-        for counter, value in zip(self.counters, values, strict=True):
-            counter[pos] += value
+        index = self.index
+        if not index or idx > index[-1]:  # a new newest tile
+            index.append(idx)
+            for running, value in zip(self.cumulative, values, strict=True):
+                running.append(running[-1] + value)
+            return
+        if idx == index[-1]:  # the newest tile
+            for running, value in zip(self.cumulative, values, strict=True):
+                running[-1] += value
+            return
+        pos = bisect_left(index, idx)
+        if index[pos] != idx:  # an empty tile before the newest: insert it
+            index.insert(pos, idx)
+            for running in self.cumulative:
+                running.insert(pos + 1, running[pos])
+        for running, value in zip(self.cumulative, values, strict=True):
+            if value:
+                for k in range(pos + 1, len(running)):
+                    running[k] += value
 
-    def set(self, idx: int, which: int, value: int) -> None:
-        """Set one counter of one tile (creating it), as a load does.
+    def tiles(self) -> dict[int, list[int]]:
+        """Every tile's counters, by tile index."""
+        return dict(self.items())
+
+    def replace(self, tiles: Mapping[int, Sequence[int]]) -> None:
+        """Replace the whole series (a load): tiles given as index to counters.
 
         Args:
-            idx: Tile index.
-            which: Counter position.
-            value: Its value.
+            tiles: Tile index to one value per counter.
         """
-        self.counters[which][self._position(idx)] = value
+        self.index = sorted(tiles)
+        self.cumulative = [[0] for _ in range(self.width)]
+        for idx in self.index:
+            for running, value in zip(self.cumulative, tiles[idx], strict=True):
+                running.append(running[-1] + value)
 
     def sums(self, lo: int, hi: int) -> list[int]:
         """Each counter summed over the tiles with ``lo <= index < hi``.
@@ -221,7 +251,9 @@ class TileSeries:
             One sum per counter.
         """
         a, b = bisect_left(self.index, lo), bisect_left(self.index, hi)
-        return [sum(counter[a:b]) for counter in self.counters]
+        if b <= a:
+            return [0] * len(self.cumulative)
+        return [running[b] - running[a] for running in self.cumulative]
 
     def drop_before(self, idx: int) -> None:
         """Delete the tiles with an index below ``idx``.
@@ -232,13 +264,14 @@ class TileSeries:
         k = bisect_left(self.index, idx)
         if k:
             del self.index[:k]
-            for counter in self.counters:
-                del counter[:k]
+            for c, running in enumerate(self.cumulative):
+                base = running[k]
+                self.cumulative[c] = [total - base for total in running[k:]]
 
     def items(self) -> Iterator[tuple[int, list[int]]]:
         """(tile index, its counters), in index order."""
         for pos, idx in enumerate(self.index):
-            yield idx, [counter[pos] for counter in self.counters]
+            yield idx, [running[pos + 1] - running[pos] for running in self.cumulative]
 
 
 def window_sums(fine: TileSeries, coarse: TileSeries, ranges: Sequence[int]) -> list[int]:
@@ -253,16 +286,16 @@ def window_sums(fine: TileSeries, coarse: TileSeries, ranges: Sequence[int]) -> 
         One sum per counter per window, windows in order.
     """
     out: list[int] = []
+    fine_index, coarse_index = fine.index, coarse.index
+    running = list(zip(fine.cumulative, coarse.cumulative, strict=True))
     for i in range(0, len(ranges), 4):
         fine_lo, fine_hi, coarse_lo, coarse_hi = ranges[i : i + 4]
-        f = fine.sums(fine_lo, fine_hi) if fine_lo < fine_hi else None
-        c = coarse.sums(coarse_lo, coarse_hi) if coarse_lo < coarse_hi else None
-        if f is None and c is None:
-            out += [0] * len(fine.counters)
-        elif c is None or f is None:
-            out += f or c or []
-        else:
-            out += [x + y for x, y in zip(f, c, strict=True)]
+        a = b = c = d = 0
+        if fine_lo < fine_hi:
+            a, b = bisect_left(fine_index, fine_lo), bisect_left(fine_index, fine_hi)
+        if coarse_lo < coarse_hi:
+            c, d = bisect_left(coarse_index, coarse_lo), bisect_left(coarse_index, coarse_hi)
+        out += [f[b] - f[a] + h[d] - h[c] for f, h in running]
     return out
 
 

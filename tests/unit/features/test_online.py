@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from fraud_detection.data import schema
 from fraud_detection.features.definitions import CUSTOMER_TILES, HOUR, MINUTE, SECONDS_PER_DAY, terminal_tiles
 from fraud_detection.features.offline import FeatureConfig, build_features
-from fraud_detection.features.online import CUSTOMER_PREFIX, TERMINAL_PREFIX, RawTransaction, online_features
+from fraud_detection.features.online import (
+    CUSTOMER_PREFIX,
+    TERMINAL_PREFIX,
+    RawTransaction,
+    TileSeries,
+    online_features,
+    tile_ranges,
+)
 from fraud_detection.features.state.embedded import EmbeddedStore
 
 START = pd.Timestamp("2024-03-01", tz="UTC")
@@ -163,3 +170,44 @@ def test_materializing_the_same_history_twice_changes_nothing(small_raw: pd.Data
     customer = CUSTOMER_PREFIX + str(small_raw["customer_id"].iloc[0])
     terminal = TERMINAL_PREFIX + str(small_raw["terminal_id"].iloc[0])
     assert once.fields(customer) == twice.fields(customer) and once.fields(terminal) == twice.fields(terminal)
+
+
+_TILE_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 40), st.tuples(st.integers(-3, 5), st.integers(-(10**12), 10**12))),
+        st.tuples(st.just("drop"), st.integers(0, 40), st.just((0, 0))),
+        st.tuples(st.just("replace"), st.integers(0, 40), st.tuples(st.integers(0, 9), st.integers(0, 99))),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_TILE_OPS, lo=st.integers(-2, 42), hi=st.integers(-2, 42))
+def test_tile_series_running_sums_equal_summing_the_tiles(ops, lo, hi):
+    """The running sums answer every range as summing the tiles would, after in-order, out-of-order and repeated
+    adds, prunes and loads."""
+    series, tiles = TileSeries(2), {}
+    for op, idx, values in ops:
+        if op == "add":
+            series.add(idx, values)
+            tiles[idx] = [a + b for a, b in zip(tiles.get(idx, [0, 0]), values, strict=True)]
+        elif op == "drop":
+            series.drop_before(idx)
+            tiles = {k: v for k, v in tiles.items() if k >= idx}
+        else:
+            loaded = {idx: list(values), idx + 3: [1, 1]}
+            series.replace(loaded)
+            tiles = loaded
+        assert series.index == sorted(tiles)
+    assert dict(series.items()) == tiles
+    expected = [sum(v[c] for k, v in tiles.items() if lo <= k < hi) for c in range(2)]
+    assert series.sums(lo, hi) == expected
+
+
+def test_tile_ranges_depend_on_the_minute_only():
+    """Ranges are remembered per minute: any second of a minute gives the ranges its first second gives."""
+    minute = 1_700_000_000 // MINUTE
+    first = tile_ranges(minute * MINUTE, 7)
+    assert all(tile_ranges(minute * MINUTE + s, 7) == first for s in range(MINUTE))
+    assert tile_ranges((minute + 1) * MINUTE, 7) != first

@@ -78,18 +78,23 @@ class _Entity:
 
     def set_fields(self, fields: Mapping[str, int]) -> None:
         """Apply hash fields as a load does: tile counters set, ``since`` the minimum, ``newest`` the maximum."""
+        width = len(self.aggregates)
+        tiles: dict[str, dict[int, list[int]]] = {}
         for name, value in fields.items():
             v = int(value)
             kind = name[:1]
             if kind in ("f", "h") and name[-1] in self.aggregates:
-                tiles = self.fine if kind == "f" else self.coarse
-                tiles.set(int(name[1:-1]), self.aggregates.index(name[-1]), v)
+                if kind not in tiles:
+                    tiles[kind] = (self.fine if kind == "f" else self.coarse).tiles()
+                tiles[kind].setdefault(int(name[1:-1]), [0] * width)[self.aggregates.index(name[-1])] = v
             elif name == "since":
                 self.since = v if self.since is None else min(self.since, v)
             elif name == "newest":
                 self.newest = v if self.newest is None else max(self.newest, v)
             elif name == "_p":
                 self.records = v
+        for kind, series in tiles.items():
+            (self.fine if kind == "f" else self.coarse).replace(series)
 
     def fields(self) -> dict[str, int]:
         """The entity as hash fields."""
