@@ -111,6 +111,38 @@ def test_forest_batches_use_sklearns_walk_and_give_the_numpy_walks_floats(models
     np.testing.assert_allclose(engine.margin(big), models["rf"].model.margin(big), atol=1e-9)
 
 
+def test_forest_rows_on_and_one_float32_step_around_thresholds_take_sklearns_branches(scorers, X):
+    """The forest compares float32 inputs with thresholds rounded down to float32: rows exactly on a threshold, one
+    float32 step either side, and missing values reach the leaves scikit-learn's own walk reaches, bit for bit."""
+    engine = scorers["rf"].engine
+    assert isinstance(engine, TreeEnsembleEngine) and engine.batch_raw is not None and engine.float32_inputs
+    rng = np.random.default_rng(3)
+    starts = np.concatenate([[0], np.cumsum(engine.counts)])
+    on = X[:60].copy()
+    for j in range(F):
+        thresholds = engine.threshold[starts[j] : starts[j + 1]]
+        if len(thresholds):
+            on[:, j] = rng.choice(thresholds, size=len(on)).astype(np.float32)
+    up = np.nextafter(on.astype(np.float32), np.float32(np.inf)).astype(np.float64)
+    down = np.nextafter(on.astype(np.float32), np.float32(-np.inf)).astype(np.float64)
+    rows = np.concatenate([on, up, down, on, on])
+    rows[-120:-60:2, 0] = np.nan
+    rows[-60::3, 5] = np.nan
+    sklearn_walk = engine.batch_raw(rows)
+    np.testing.assert_array_equal(engine.value.take(engine.leaves(rows)).sum(axis=1) + engine.base, sklearn_walk)
+    np.testing.assert_array_equal([engine.raw(rows[i : i + 1])[0] for i in range(len(rows))], sklearn_walk)
+
+
+@settings(max_examples=300, deadline=None)
+@given(t=st.floats(min_value=-1e300, max_value=1e300), v=st.floats(width=32, allow_nan=False))
+def test_a_threshold_rounded_down_to_float32_decides_every_float32_as_the_float64_one(t: float, v: float):
+    below = trees._float32_below(np.array([t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf)]))
+    for original, rounded in zip((t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf)), below, strict=True):
+        assert (np.float64(v) <= original) == (np.float32(v) <= rounded)
+        nearest = np.float32(rounded)
+        assert (np.float64(nearest) <= original) == (nearest <= rounded)
+
+
 @pytest.mark.parametrize("block", [37, 499, 8_192])
 def test_forest_blocks_and_row_order_do_not_change_a_bit(scorers, small_features, monkeypatch, block: int):
     rows = small_features.loc[:, list(schema.FEATURES)].to_numpy(np.float64)[:500]
