@@ -176,9 +176,10 @@ def _minute_ranges(minute: int, label_delay_days: int) -> tuple[int, ...]:
 class TileSeries:
     """One entity's tiles of one width (minute or hour), sorted by tile index, as running sums per counter.
 
-    ``cumulative[c][k]`` is counter ``c`` summed over the first ``k`` tiles, so a window's sums are two binary
-    searches and one subtraction per counter, whatever the number of tiles in it. Recording an event in the newest
-    tile (the usual case) touches one running sum per counter; an out-of-order event adds to the sums after its tile.
+    ``cumulative[c][k]`` is counter ``c`` summed over the first ``k`` tiles, so a window's sums
+    (:func:`window_sums`) are two binary searches and one subtraction per counter, whatever the number of tiles in
+    it. Recording an event in the newest tile (the usual case) touches one running sum per counter; an out-of-order
+    event adds to the sums after its tile.
     Counters are Python integers, so every sum is exact.
 
     Args:
@@ -224,10 +225,6 @@ class TileSeries:
                 for k in range(pos + 1, len(running)):
                     running[k] += value
 
-    def tiles(self) -> dict[int, list[int]]:
-        """Every tile's counters, by tile index."""
-        return dict(self.items())
-
     def replace(self, tiles: Mapping[int, Sequence[int]]) -> None:
         """Replace the whole series (a load): tiles given as index to counters.
 
@@ -239,21 +236,6 @@ class TileSeries:
         for idx in self.index:
             for running, value in zip(self.cumulative, tiles[idx], strict=True):
                 running.append(running[-1] + value)
-
-    def sums(self, lo: int, hi: int) -> list[int]:
-        """Each counter summed over the tiles with ``lo <= index < hi``.
-
-        Args:
-            lo: First tile index.
-            hi: End tile index (excluded).
-
-        Returns:
-            One sum per counter.
-        """
-        a, b = bisect_left(self.index, lo), bisect_left(self.index, hi)
-        if b <= a:
-            return [0] * len(self.cumulative)
-        return [running[b] - running[a] for running in self.cumulative]
 
     def drop_before(self, idx: int) -> None:
         """Delete the tiles with an index below ``idx``.

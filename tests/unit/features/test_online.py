@@ -20,6 +20,7 @@ from fraud_detection.features.online import (
     TileSeries,
     online_features,
     tile_ranges,
+    window_sums,
 )
 from fraud_detection.features.state.embedded import EmbeddedStore
 
@@ -202,7 +203,8 @@ def test_tile_series_running_sums_equal_summing_the_tiles(ops, lo, hi):
         assert series.index == sorted(tiles)
     assert dict(series.items()) == tiles
     expected = [sum(v[c] for k, v in tiles.items() if lo <= k < hi) for c in range(2)]
-    assert series.sums(lo, hi) == expected
+    assert window_sums(series, TileSeries(2), (lo, hi, 0, 0)) == expected  # as minute tiles
+    assert window_sums(TileSeries(2), series, (0, 0, lo, hi)) == expected  # as hour tiles
 
 
 def test_tile_ranges_depend_on_the_minute_only():

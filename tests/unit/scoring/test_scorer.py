@@ -65,17 +65,23 @@ def test_each_model_type_is_compiled_and_equals_sklearn(models, scorers, X, kind
         np.testing.assert_allclose(scorer.predict_proba(X[i : i + 1]), expected[i : i + 1], rtol=0, atol=1e-6)
 
 
+def _on_thresholds(engine: TreeEnsembleEngine, rows: np.ndarray, seed: int) -> np.ndarray:
+    """A copy of the rows with every feature the engine splits on set to one of its thresholds on that feature."""
+    rng = np.random.default_rng(seed)
+    starts = np.concatenate([[0], np.cumsum(engine.counts)])
+    out = rows.copy()
+    for j in range(F):
+        thresholds = engine.threshold[starts[j] : starts[j + 1]]
+        if len(thresholds):
+            out[:, j] = rng.choice(thresholds, size=len(out))
+    return out
+
+
 def test_rows_exactly_on_split_thresholds_go_the_same_way_as_sklearn(models, scorers, X):
     # x == threshold must go left (x <= t); put every feature exactly on one of the model's thresholds.
     engine = scorers["hgb"].engine
     assert isinstance(engine, TreeEnsembleEngine)
-    rng = np.random.default_rng(0)
-    starts = np.concatenate([[0], np.cumsum(engine.counts)])
-    rows = X[:50].copy()
-    for j in range(F):
-        thresholds = engine.threshold[starts[j] : starts[j + 1]]
-        if len(thresholds):
-            rows[:, j] = rng.choice(thresholds, size=len(rows))
+    rows = _on_thresholds(engine, X[:50], seed=0)
     np.testing.assert_allclose(scorers["hgb"].predict_proba(rows), _sklearn(models["hgb"].model, rows), atol=1e-6)
     np.testing.assert_allclose(scorers["rf"].predict_proba(rows), _sklearn(models["rf"].model, rows), atol=1e-6)
 
@@ -116,13 +122,7 @@ def test_forest_rows_on_and_one_float32_step_around_thresholds_take_sklearns_bra
     float32 step either side, and missing values reach the leaves scikit-learn's own walk reaches, bit for bit."""
     engine = scorers["rf"].engine
     assert isinstance(engine, TreeEnsembleEngine) and engine.batch_raw is not None and engine.float32_inputs
-    rng = np.random.default_rng(3)
-    starts = np.concatenate([[0], np.cumsum(engine.counts)])
-    on = X[:60].copy()
-    for j in range(F):
-        thresholds = engine.threshold[starts[j] : starts[j + 1]]
-        if len(thresholds):
-            on[:, j] = rng.choice(thresholds, size=len(on)).astype(np.float32)
+    on = _on_thresholds(engine, X[:60], seed=3).astype(np.float32).astype(np.float64)
     up = np.nextafter(on.astype(np.float32), np.float32(np.inf)).astype(np.float64)
     down = np.nextafter(on.astype(np.float32), np.float32(-np.inf)).astype(np.float64)
     rows = np.concatenate([on, up, down, on, on])

@@ -85,7 +85,7 @@ class _Entity:
             kind = name[:1]
             if kind in ("f", "h") and name[-1] in self.aggregates:
                 if kind not in tiles:
-                    tiles[kind] = (self.fine if kind == "f" else self.coarse).tiles()
+                    tiles[kind] = dict((self.fine if kind == "f" else self.coarse).items())
                 tiles[kind].setdefault(int(name[1:-1]), [0] * width)[self.aggregates.index(name[-1])] = v
             elif name == "since":
                 self.since = v if self.since is None else min(self.since, v)

@@ -61,19 +61,20 @@ TERMINAL_TILE_FORMAT = "<ii"
 _FORMATS = {"".join(CUSTOMER_AGGREGATES): CUSTOMER_TILE_FORMAT, "".join(TERMINAL_AGGREGATES): TERMINAL_TILE_FORMAT}
 _PACKED = f"""
 local sunpack, spack = struct.unpack, struct.pack
+local CUSTOMER_TILE, TERMINAL_TILE = '{CUSTOMER_TILE_FORMAT}', '{TERMINAL_TILE_FORMAT}'
 
 local function unpack_tile(v, width)
   if width == 3 then
-    local n, s, q = sunpack('{CUSTOMER_TILE_FORMAT}', v)
+    local n, s, q = sunpack(CUSTOMER_TILE, v)
     return {{n, s, q}}
   end
-  local n, f = sunpack('{TERMINAL_TILE_FORMAT}', v)
+  local n, f = sunpack(TERMINAL_TILE, v)
   return {{n, f}}
 end
 
 local function pack_tile(c)
-  if #c == 3 then return spack('{CUSTOMER_TILE_FORMAT}', c[1], c[2], c[3]) end
-  return spack('{TERMINAL_TILE_FORMAT}', c[1], c[2])
+  if #c == 3 then return spack(CUSTOMER_TILE, c[1], c[2], c[3]) end
+  return spack(TERMINAL_TILE, c[1], c[2])
 end
 
 local function old_layout(key)
@@ -120,7 +121,11 @@ local function sums(key, flat, lims, first, nwin, width, out, fine_at, coarse_at
         local r = 4 * (first + w) + off
         if idx >= lims[r] and idx < lims[r + 1] then
           if not x then
-            if width == 3 then x, y, z = sunpack('<idd', flat[j + 1]) else x, y = sunpack('<ii', flat[j + 1]) end
+            if width == 3 then
+              x, y, z = sunpack(CUSTOMER_TILE, flat[j + 1])
+            else
+              x, y = sunpack(TERMINAL_TILE, flat[j + 1])
+            end
           end
           local o = base + w * width
           out[o + 1] = out[o + 1] + x
