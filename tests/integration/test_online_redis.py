@@ -177,33 +177,50 @@ def test_the_redis_script_sums_windows_exactly_as_the_embedded_store(store: Redi
         labels = [(tx.transaction_id, int(rng.integers(0, 2))) for tx in txs[max(0, i - 400) : i : 3]]
         assert store.apply_labels(labels) == embedded.apply_labels(labels)
     assert retried == 40 and frauds > 0  # retries and known frauds were exercised
+    for key in [CUSTOMER_PREFIX + f"c{i}" for i in range(4)] + [TERMINAL_PREFIX + f"t{i}" for i in range(3)]:
+        assert store.fields(key) == embedded.fields(key), key  # the same tiles kept, pruned alike
 
 
-def test_tiles_are_stored_in_binary_and_a_busy_customers_hash_stays_a_compact_listpack(store: RedisStore):
+def test_tile_series_are_stored_as_sorted_records_of_running_sums(store: RedisStore):
     import struct
 
-    from fraud_detection.features.state.redis_store import CUSTOMER_TILE_FORMAT, TERMINAL_TILE_FORMAT
+    from fraud_detection.features.state.redis_layout import CUSTOMER_RECORD_FORMAT, TERMINAL_RECORD_FORMAT
 
     t0 = int(START.timestamp())
-    # 120 transactions over 30 days: about 120 hour tiles and the last day's minute tiles
-    store.score_batch([RawTransaction(f"b{i}", t0 + i * 6 * HOUR, "busy", "shop", 12.34 + i) for i in range(120)])
+    # 160 transactions over 40 days, one every 6 hours: one hour tile each, pruned at the 64th and 128th
+    store.score_batch([RawTransaction(f"b{i}", t0 + i * 6 * HOUR, "busy", "shop", 12.34 + i) for i in range(160)])
     raw = store._client.hgetall(store._prefix + CUSTOMER_PREFIX + "busy")
-    tiles = {k.decode(): v for k, v in raw.items() if k[:1] in (b"F", b"H")}
-    assert tiles and all(len(v) == struct.calcsize(CUSTOMER_TILE_FORMAT) for v in tiles.values())
-    last = t0 + 119 * 6 * HOUR
-    assert struct.unpack(CUSTOMER_TILE_FORMAT, tiles[f"H{last // HOUR}"]) == (1, 13_134.0, 13_134.0**2)
-    assert store.fields(CUSTOMER_PREFIX + "busy")[f"h{last // HOUR}s"] == 13_134
+    assert set(raw) == {b"fine", b"coarse", b"since", b"newest", b"_p"}
+    coarse = list(struct.iter_unpack(CUSTOMER_RECORD_FORMAT, raw[b"coarse"]))
+    hours = [row[0] for row in coarse]
+    assert hours == sorted(hours) and len(hours) < 160  # sorted, and the tiles behind 31 days were pruned
+    cents = [1234 + 100 * i for i in range(160)]
+    kept = cents[-len(hours) :]
+    assert coarse[-1][1:] == (len(kept), float(sum(kept)), float(sum(c * c for c in kept)))  # rebased on the kept
+    last = t0 + 159 * 6 * HOUR
+    assert hours[-1] == last // HOUR
+    assert store.fields(CUSTOMER_PREFIX + "busy")[f"h{last // HOUR}s"] == 17_134
     terminal = store._client.hgetall(store._prefix + TERMINAL_PREFIX + "shop")
-    assert struct.unpack(TERMINAL_TILE_FORMAT, terminal[f"H{last // HOUR}".encode()]) == (1, 0)
-    encoding = store._client.object("encoding", store._prefix + CUSTOMER_PREFIX + "busy")
-    assert encoding in (b"listpack", "listpack")
+    records = list(struct.iter_unpack(TERMINAL_RECORD_FORMAT, terminal[b"coarse"]))
+    assert records[-1][0] == last // HOUR and records[-1][1] - records[-2][1] == 1 and records[-1][2] == 0
+
+
+def test_a_hash_in_an_earlier_layout_is_refused_with_the_fix_not_misread(store: RedisStore):
+    import struct
+
+    t0 = int(START.timestamp())
+    key = store._prefix + CUSTOMER_PREFIX + "binary"  # a field per tile, packed (the previous version)
+    store._client.hset(key, mapping={f"H{t0 // HOUR - 2}": struct.pack("<idd", 1, 1.0, 1.0), "newest": t0 - 7200})
+    with pytest.raises(OnlineStoreUnavailableError, match=r"layout of an earlier version.*materialize"):
+        store.score_batch([RawTransaction("n0", t0, "binary", "shop", 1.0)])
+    assert not store._client.exists(store._prefix + "x:n0")  # nothing half-written
 
 
 def test_a_hash_in_the_earlier_text_layout_is_refused_with_the_fix_not_misread(store: RedisStore):
     t0 = int(START.timestamp())
     key = store._prefix + CUSTOMER_PREFIX + "old"
     store._client.hset(key, mapping={f"h{t0 // HOUR - 2}": "3 1500 750000", "newest": t0 - 2 * HOUR})
-    with pytest.raises(OnlineStoreUnavailableError, match=r"text tiles of an earlier version.*materialize"):
+    with pytest.raises(OnlineStoreUnavailableError, match=r"layout of an earlier version.*materialize"):
         store.score_batch([RawTransaction("n1", t0, "old", "shop", 1.0)])
     assert not store._client.exists(store._prefix + "x:n1")  # nothing half-written
     tkey = store._prefix + TERMINAL_PREFIX + "oldshop"

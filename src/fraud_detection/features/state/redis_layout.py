@@ -1,0 +1,400 @@
+"""How the Redis store lays out an entity's state, and the Lua scripts that read and write it.
+
+An entity is one hash: ``fine`` and ``coarse`` (its minute and hour tiles, below), ``since``, ``newest`` and ``_p``
+(records since it was created, for pruning) as decimal integers. A terminal has no ``fine`` tiles.
+
+A tile series is one binary field: the entity's tiles sorted by index, one fixed-size little-endian record each,
+holding the tile's index and the *running sums* of the counters through that tile (the layout of the embedded
+store's ``TileSeries``). A customer record is ``<iidd`` (index, then n, s, q summed: 24 bytes), a terminal's
+``<iii`` (index, n, f: 12 bytes). A window's sums are then two binary searches and one subtraction per series,
+whatever the window holds: the scoring script reads two fields per entity (``HMGET``) instead of scanning every tile
+of the hash, which was most of its time. Recording an event in the newest tile rewrites one record; an out-of-order
+event (or a label, on a terminal's older tile) rewrites the records after its tile. Pruning drops the records
+behind the horizons and subtracts the last dropped running sums from the rest, so the sums cover the kept tiles
+only (about 31 days of a customer): Lua numbers are doubles, exact to 2**53.
+
+A store written by an earlier version (a field per tile, ``F<minute>``/``H<hour>``, or text tiles
+``f<minute>``/``h<hour>``) is refused with an error naming the fix, never misread.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+
+from fraud_detection.features.definitions import MINUTE
+from fraud_detection.features.online import tile_ranges
+
+#: Record of a customer tile: index, running n, s, q.
+CUSTOMER_RECORD_FORMAT = "<iidd"
+#: Record of a terminal tile: index, running n, f.
+TERMINAL_RECORD_FORMAT = "<iii"
+FORMATS = {3: CUSTOMER_RECORD_FORMAT, 2: TERMINAL_RECORD_FORMAT}
+#: Hash field of the minute tiles and of the hour tiles.
+FINE_FIELD, COARSE_FIELD = "fine", "coarse"
+
+_COMMON = f"""
+local sunpack, spack, floor, concat, byte = struct.unpack, struct.pack, math.floor, table.concat, string.byte
+local FORMAT = {{[3] = '{CUSTOMER_RECORD_FORMAT}', [2] = '{TERMINAL_RECORD_FORMAT}'}}
+local SIZE = {{[3] = {struct.calcsize(CUSTOMER_RECORD_FORMAT)}, [2] = {struct.calcsize(TERMINAL_RECORD_FORMAT)}}}
+
+local function old_layout(key)
+  error({{err = 'online store: ' .. key .. ' holds tiles in the layout of an earlier version (a field per tile): '
+    .. 'delete the store keys and run `fraud online materialize` again'}})
+end
+
+-- The tile index of record j (0-based): its first four bytes, a little-endian int32.
+local function index_at(blob, size, j)
+  local b1, b2, b3, b4 = byte(blob, j * size + 1, j * size + 4)
+  local v = b1 + 256 * b2 + 65536 * b3 + 16777216 * b4
+  if b4 >= 128 then return v - 4294967296 end
+  return v
+end
+
+-- Records of a series whose tile index is below `bound`: a binary search, after checking both ends (a window's end
+-- is usually past the newest tile, a long window's start before the oldest kept).
+local function below(blob, size, bound)
+  local n = #blob / size
+  if n == 0 or index_at(blob, size, 0) >= bound then return 0 end
+  if index_at(blob, size, n - 1) < bound then return n end
+  local lo, hi = 1, n - 1
+  while lo < hi do
+    local mid = floor((lo + hi) / 2)
+    if index_at(blob, size, mid) < bound then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+-- Record j (0-based): the tile index and its running sums (the third 0 for a terminal).
+local function record(blob, width, j)
+  if width == 3 then
+    local t, a, b, c = sunpack(FORMAT[3], blob, j * SIZE[3] + 1)
+    return t, a, b, c
+  end
+  local t, a, b = sunpack(FORMAT[2], blob, j * SIZE[2] + 1)
+  return t, a, b, 0
+end
+
+local function pack(width, t, a, b, c)
+  if width == 3 then return spack(FORMAT[3], t, a, b, c) end
+  return spack(FORMAT[2], t, a, b)
+end
+
+-- The running sums through the first k records.
+local function through(blob, width, k)
+  if k == 0 then return 0, 0, 0 end
+  local _, a, b, c = record(blob, width, k - 1)
+  return a, b, c
+end
+
+-- The series with (i1, i2, i3) added to tile `idx` (created when absent): the running sums from it on grow.
+local function added(blob, width, idx, i1, i2, i3)
+  local size = SIZE[width]
+  local count = #blob / size
+  local k = below(blob, size, idx)
+  local parts = {{string.sub(blob, 1, k * size)}}
+  if k == count or index_at(blob, size, k) ~= idx then
+    local a, b, c = through(blob, width, k)
+    parts[2] = pack(width, idx, a + i1, b + i2, c + i3)
+  end
+  for j = k, count - 1 do
+    local t, a, b, c = record(blob, width, j)
+    parts[#parts + 1] = pack(width, t, a + i1, b + i2, c + i3)
+  end
+  return concat(parts)
+end
+
+-- The series without its tiles below index `first`, the running sums rebased on what is kept.
+local function pruned(blob, width, first)
+  local k = below(blob, SIZE[width], first)
+  if k == 0 then return blob end
+  local a0, b0, c0 = through(blob, width, k)
+  local parts = {{}}
+  for j = k, #blob / SIZE[width] - 1 do
+    local t, a, b, c = record(blob, width, j)
+    parts[#parts + 1] = pack(width, t, a - a0, b - b0, c - c0)
+  end
+  return concat(parts)
+end
+"""
+
+# Window sums of one entity (the Lua twin of features.online.window_sums): `lims` are the row's tile ranges (four
+# per window, from features.online.tile_ranges), `first` its first window, `nwin` how many. Appends the sums to
+# `out`.
+_SUMS = """
+local function sums(fine, coarse, width, lims, first, nwin, out)
+  local size = SIZE[width]
+  local found = {{}, {}}  -- bound -> records below it, per series (windows share bounds)
+  local function total(blob, s, lo, hi)
+    local memo = found[s]
+    local b, a = memo[hi], memo[lo]
+    if not b then b = below(blob, size, hi); memo[hi] = b end
+    if not a then a = below(blob, size, lo); memo[lo] = a end
+    if a == b then return 0, 0, 0 end
+    local a1, b1, c1 = through(blob, width, b)
+    local a0, b0, c0 = through(blob, width, a)
+    return a1 - a0, b1 - b0, c1 - c0
+  end
+  for w = 0, nwin - 1 do
+    local r = 4 * (first + w)
+    local x, y, z = 0, 0, 0
+    local lo, hi = lims[r + 1], lims[r + 2]
+    if lo < hi and fine ~= '' then x, y, z = total(fine, 1, lo, hi) end
+    lo, hi = lims[r + 3], lims[r + 4]
+    if lo < hi and coarse ~= '' then
+      local p, q, v = total(coarse, 2, lo, hi)
+      x, y, z = x + p, y + q, z + v
+    end
+    out[#out + 1] = x
+    out[#out + 1] = y
+    if width == 3 then out[#out + 1] = z end
+  end
+end
+
+-- An entity's hash: fine, coarse, since, newest, records.
+local function entity(key)
+  local h = redis.call('HMGET', key, 'fine', 'coarse', 'since', 'newest', '_p')
+  if not h[2] and h[4] then old_layout(key) end
+  return h[1] or '', h[2] or '', h[3], h[4], tonumber(h[5]) or 0
+end
+"""
+
+#: KEYS: per row customer, terminal, transaction. ARGV: 1 rows, 2 prune_every, 3 ttl, 4-7 customer tiles,
+#: 8-9 terminal coarse tiles, 10 customer windows, 11 terminal windows; then per row: seconds, minute, hour, cents,
+#: cents^2, since ('' for none), record, and the tile ranges packed (:func:`packed_ranges`: four int32 per window,
+#: customer windows first).
+#: Answers per row: seen, the relationship start before it (at most its time), then the window aggregates.
+SCORE = (
+    _COMMON
+    + _SUMS
+    + """
+local rows = tonumber(ARGV[1])
+local prune_every = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local fine_s, fine_h, coarse_s, coarse_h = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local tcoarse_s, tcoarse_h = tonumber(ARGV[8]), tonumber(ARGV[9])
+local cwin, twin = tonumber(ARGV[10]), tonumber(ARGV[11])
+local stride = 8
+local RANGES = '<' .. string.rep('i', 4 * (cwin + twin))
+local out = {}
+for i = 0, rows - 1 do
+  local ck, tk, xk = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local a = 11 + stride * i
+  local secs, minute, hour = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local cents, square, given, rec = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7]
+  local lims = {sunpack(RANGES, ARGV[a + 8])}
+  local seen = redis.call('EXISTS', xk)
+  out[#out + 1] = seen
+  local slot = #out + 1
+  out[slot] = 0
+  local cfine, ccoarse, since, cnewest, cp = entity(ck)
+  local _, tcoarse, _, tnewest, tp = entity(tk)
+  sums(cfine, ccoarse, 3, lims, 0, cwin, out)
+  sums('', tcoarse, 2, lims, cwin, twin, out)
+  local t = tonumber(secs)
+  if since and tonumber(since) < t then out[slot] = tonumber(since) else out[slot] = t end
+  if seen == 0 then
+    redis.call('SET', xk, rec, 'EX', ttl)
+    if given ~= '' then
+      since = given
+    elseif (not since) or tonumber(since) > t then
+      since = secs
+    end
+    if (not cnewest) or tonumber(cnewest) < t then cnewest = secs end
+    if (not tnewest) or tonumber(tnewest) < t then tnewest = secs end
+    cfine = added(cfine, 3, minute, 1, cents, square)
+    ccoarse = added(ccoarse, 3, hour, 1, cents, square)
+    tcoarse = added(tcoarse, 2, hour, 1, 0, 0)
+    cp, tp = cp + 1, tp + 1
+    if cp % prune_every == 0 then
+      cfine = pruned(cfine, 3, floor((tonumber(cnewest) - fine_h) / fine_s))
+      ccoarse = pruned(ccoarse, 3, floor((tonumber(cnewest) - coarse_h) / coarse_s))
+    end
+    if tp % prune_every == 0 then
+      tcoarse = pruned(tcoarse, 2, floor((tonumber(tnewest) - tcoarse_h) / tcoarse_s))
+    end
+    redis.call('HSET', ck, 'fine', cfine, 'coarse', ccoarse, 'since', since, 'newest', cnewest,
+      '_p', string.format('%d', cp))
+    redis.call('HSET', tk, 'coarse', tcoarse, 'newest', tnewest, '_p', string.format('%d', tp))
+  end
+end
+return out
+"""
+)
+
+#: KEYS: per label the transaction key. ARGV: 1 terminal key prefix, then per label its value (0/1).
+LABELS = (
+    _COMMON
+    + """
+local applied, unchanged, unknown = 0, 0, 0
+for i, xk in ipairs(KEYS) do
+  local label = ARGV[i + 1]
+  local rec = redis.call('GET', xk)
+  if not rec then
+    unknown = unknown + 1
+  else
+    local terminal, hour, old = string.match(rec, '^(.*)\\t([^\\t]*)\\t([^\\t]*)$')
+    if old == label then
+      unchanged = unchanged + 1
+    else
+      local delta = tonumber(label) - ((old == '-') and 0 or tonumber(old))
+      local tk = ARGV[1] .. terminal
+      local h = redis.call('HMGET', tk, 'coarse', 'newest')
+      if not h[1] and h[2] then old_layout(tk) end
+      redis.call('HSET', tk, 'coarse', added(h[1] or '', 2, tonumber(hour), 0, delta, 0))
+      redis.call('SET', xk, terminal .. '\\t' .. hour .. '\\t' .. label, 'KEEPTTL')
+      applied = applied + 1
+    end
+  end
+end
+return {applied, unchanged, unknown}
+"""
+)
+
+#: KEYS: one hash. ARGV: 1 counters per tile (3 or 2), 2 fine tiles, 3 coarse tiles (each as records of the tile's
+#: own counters, not running sums, sorted by index: :func:`tile_records`), then field, value pairs: ``since`` takes
+#: the minimum, ``newest`` the maximum, others are set. The given tiles replace the stored ones of the same index.
+LOAD = (
+    _COMMON
+    + """
+local key, width = KEYS[1], tonumber(ARGV[1])
+local h = redis.call('HMGET', key, 'fine', 'coarse', 'newest')
+if not h[2] and h[3] then old_layout(key) end
+
+-- `stored` (running sums) with the tiles of `given` (own counters) set.
+local function merged(stored, given)
+  if given == '' then return stored end
+  local tiles, order = {}, {}
+  local pa, pb, pc = 0, 0, 0
+  for j = 0, #stored / SIZE[width] - 1 do
+    local t, a, b, c = record(stored, width, j)
+    tiles[t] = {a - pa, b - pb, c - pc}
+    order[#order + 1] = t
+    pa, pb, pc = a, b, c
+  end
+  for j = 0, #given / SIZE[width] - 1 do
+    local t, a, b, c = record(given, width, j)
+    if not tiles[t] then order[#order + 1] = t end
+    tiles[t] = {a, b, c}
+  end
+  table.sort(order)
+  local parts = {}
+  local sa, sb, sc = 0, 0, 0
+  for _, t in ipairs(order) do
+    local v = tiles[t]
+    sa, sb, sc = sa + v[1], sb + v[2], sc + v[3]
+    parts[#parts + 1] = pack(width, t, sa, sb, sc)
+  end
+  return concat(parts)
+end
+
+if width == 3 then redis.call('HSET', key, 'fine', merged(h[1] or '', ARGV[2])) end
+redis.call('HSET', key, 'coarse', merged(h[2] or '', ARGV[3]))
+for i = 4, #ARGV, 2 do
+  local name, value = ARGV[i], ARGV[i + 1]
+  if name == 'since' or name == 'newest' then
+    local current = redis.call('HGET', key, name)
+    if (not current) or (name == 'since' and tonumber(current) > tonumber(value))
+        or (name == 'newest' and tonumber(current) < tonumber(value)) then
+      redis.call('HSET', key, name, value)
+    end
+  else
+    redis.call('HSET', key, name, value)
+  end
+end
+return 1
+"""
+)
+
+
+@lru_cache(maxsize=4096)
+def _packed_ranges(minute: int, label_delay_days: int) -> bytes:
+    ranges = tile_ranges(minute * MINUTE, label_delay_days)
+    return struct.pack(f"<{len(ranges)}i", *ranges)
+
+
+def packed_ranges(seconds: int, label_delay_days: int) -> bytes:
+    """A transaction's :func:`~fraud_detection.features.online.tile_ranges` as the scoring script takes them.
+
+    Args:
+        seconds: The transaction's event time (epoch seconds).
+        label_delay_days: The label delay.
+
+    Returns:
+        The ranges as little-endian int32, computed once per minute.
+    """
+    return _packed_ranges(seconds // MINUTE, label_delay_days)
+
+
+def tile_records(tiles: Mapping[int, list[int]], width: int) -> bytes:
+    """Tiles as the load script takes them: one record per tile with its own counters, sorted by index.
+
+    Args:
+        tiles: Tile index to its counters.
+        width: Counters per tile.
+
+    Returns:
+        The records.
+    """
+    form = FORMATS[width]
+    return b"".join(struct.pack(form, idx, *tiles[idx]) for idx in sorted(tiles))
+
+
+def load_arguments(fields: Mapping[str, int], aggregates: str) -> list[int | bytes | str]:
+    """The load script's ARGV for one hash given in the logical layout (one field per counter).
+
+    Args:
+        fields: ``f<minute><agg>``/``h<hour><agg>`` counters, ``since``, ``newest``, ``_p``.
+        aggregates: The entity's counters in order (``nsq`` or ``nf``).
+
+    Returns:
+        Counters per tile, the fine and coarse tile records, then field, value pairs.
+    """
+    width = len(aggregates)
+    series: dict[str, dict[int, list[int]]] = {"f": {}, "h": {}}
+    scalars: list[int | bytes | str] = []
+    for name, value in fields.items():
+        if name[:1] in series and name[-1:] in aggregates:
+            series[name[0]].setdefault(int(name[1:-1]), [0] * width)[aggregates.index(name[-1])] = int(value)
+        else:
+            scalars += [name, int(value)]
+    return [width, tile_records(series["f"], width), tile_records(series["h"], width), *scalars]
+
+
+def series_tiles(blob: bytes, width: int) -> Iterator[tuple[int, list[int]]]:
+    """A stored series' tiles with their own counters (the running sums differenced), in index order.
+
+    Args:
+        blob: The ``fine`` or ``coarse`` field.
+        width: Counters per tile.
+
+    Returns:
+        (tile index, counters) pairs.
+    """
+    previous = [0] * width
+    for idx, *running in struct.iter_unpack(FORMATS[width], blob):
+        yield idx, [int(now - before) for now, before in zip(running, previous, strict=True)]
+        previous = running
+
+
+def logical_fields(stored: Mapping[str, bytes], aggregates: str) -> dict[str, int]:
+    """A stored hash in the logical layout, one field per counter (the inverse of :func:`load_arguments`).
+
+    Args:
+        stored: The hash as stored (names decoded, values as bytes).
+        aggregates: The entity's counters in order.
+
+    Returns:
+        One field per counter, and ``since``, ``newest``, ``_p``.
+    """
+    out: dict[str, int] = {}
+    for name, value in stored.items():
+        if name in (FINE_FIELD, COARSE_FIELD):
+            kind = "f" if name == FINE_FIELD else "h"
+            for idx, counters in series_tiles(value, len(aggregates)):
+                for agg, counter in zip(aggregates, counters, strict=True):
+                    out[f"{kind}{idx}{agg}"] = counter
+        else:
+            out[name] = int(value)
+    return out
