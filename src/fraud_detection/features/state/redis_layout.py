@@ -6,12 +6,14 @@ An entity is one hash: ``fine`` and ``coarse`` (its minute and hour tiles, below
 A tile series is one binary field: the entity's tiles sorted by index, one fixed-size little-endian record each,
 holding the tile's index and the *running sums* of the counters through that tile (the layout of the embedded
 store's ``TileSeries``). A customer record is ``<iidd`` (index, then n, s, q summed: 24 bytes), a terminal's
-``<iii`` (index, n, f: 12 bytes). A window's sums are then two binary searches and one subtraction per series,
+``<idd`` (index, n, f: 20 bytes). A window's sums are then two binary searches and one subtraction per series,
 whatever the window holds: the scoring script reads two fields per entity (``HMGET``) instead of scanning every tile
 of the hash, which was most of its time. Recording an event in the newest tile rewrites one record; an out-of-order
 event (or a label, on a terminal's older tile) rewrites the records after its tile. Pruning drops the records
 behind the horizons and subtracts the last dropped running sums from the rest, so the sums cover the kept tiles
-only (about 31 days of a customer): Lua numbers are doubles, exact to 2**53.
+only (about 31 days of a customer): Lua numbers are doubles, exact to 2**53. A customer's running count is an
+int32 (no card makes 2**31 transactions in a month); a terminal's counts are doubles, as a busy merchant's terminal
+may record hundreds of transactions a second.
 
 A store written by an earlier version (a field per tile, ``F<minute>``/``H<hour>``, or text tiles
 ``f<minute>``/``h<hour>``) is refused with an error naming the fix, never misread.
@@ -29,7 +31,7 @@ from fraud_detection.features.online import tile_ranges
 #: Record of a customer tile: index, running n, s, q.
 CUSTOMER_RECORD_FORMAT = "<iidd"
 #: Record of a terminal tile: index, running n, f.
-TERMINAL_RECORD_FORMAT = "<iii"
+TERMINAL_RECORD_FORMAT = "<idd"
 FORMATS = {3: CUSTOMER_RECORD_FORMAT, 2: TERMINAL_RECORD_FORMAT}
 #: Hash field of the minute tiles and of the hour tiles.
 FINE_FIELD, COARSE_FIELD = "fine", "coarse"

@@ -18,9 +18,8 @@ from fraud_detection.features.state.redis_layout import (
     series_tiles,
 )
 
-# running sums stay within int32, as the records hold them
 _TILES = st.dictionaries(
-    st.integers(0, 2**31 - 1), st.tuples(st.integers(0, 500), st.integers(-(10**6), 5 * 10**7)), max_size=40
+    st.integers(0, 2**31 - 1), st.tuples(st.integers(0, 10**6), st.integers(-(10**6), 10**13)), max_size=40
 )
 
 
