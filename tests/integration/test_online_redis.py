@@ -216,6 +216,46 @@ def test_a_hash_in_an_earlier_layout_is_refused_with_the_fix_not_misread(store: 
     assert not store._client.exists(store._prefix + "x:n0")  # nothing half-written
 
 
+def test_a_call_that_meets_a_refused_hash_on_a_later_row_writes_nothing_at_all(store: RedisStore):
+    import struct
+
+    t0 = int(START.timestamp())
+    old = store._prefix + CUSTOMER_PREFIX + "old-card"
+    store._client.hset(old, mapping={f"H{t0 // HOUR - 2}": struct.pack("<idd", 1, 1.0, 1.0), "newest": t0 - 7200})
+    good = RawTransaction("w0", t0, "new-card", "new-shop", 5.0)
+    with pytest.raises(OnlineStoreUnavailableError, match="materialize"):
+        store.score_batch([good, RawTransaction("w1", t0 + 1, "old-card", "new-shop", 1.0)])
+    for key in ("x:w0", CUSTOMER_PREFIX + "new-card", TERMINAL_PREFIX + "new-shop"):
+        assert not store._client.exists(store._prefix + key), key  # row 0 was not recorded either
+    assert store.score_batch([good]).seen.tolist() == [False]  # so its retry is scored as new
+
+    store.score_batch([RawTransaction("w2", t0, "card", "open-shop", 5.0)])
+    before = store.fields(TERMINAL_PREFIX + "open-shop")
+    oldshop = store._prefix + TERMINAL_PREFIX + "old-shop"
+    store._client.hset(oldshop, mapping={f"H{t0 // HOUR}": struct.pack("<ii", 2, 0), "newest": t0})
+    store._client.set(store._prefix + "x:w3", f"old-shop\t{t0 // HOUR}\t-")
+    with pytest.raises(OnlineStoreUnavailableError, match="materialize"):
+        store.apply_labels([("w2", 1), ("w3", 1)])
+    assert store.fields(TERMINAL_PREFIX + "open-shop") == before  # the first label was not applied either
+    assert store.apply_labels([("w2", 1)]).applied == 1
+
+
+def test_a_full_redis_refuses_the_call_before_its_first_write_and_nothing_is_half_written(store: RedisStore):
+    """noeviction at maxmemory: Redis refuses a script's writes only before its first (scripting.c/script.c)."""
+    t0 = int(START.timestamp())
+    batch = [RawTransaction(f"m{i}", t0 + i, f"full-card{i % 3}", "full-shop", 5.0) for i in range(50)]
+    store._client.config_set("maxmemory-policy", "noeviction")
+    store._client.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(OnlineStoreUnavailableError, match="maxmemory"):
+            store.score_batch(batch)
+    finally:
+        store._client.config_set("maxmemory", 0)
+    assert not any(store._client.exists(store._prefix + f"x:m{i}") for i in range(50))
+    assert not store._client.exists(store._prefix + TERMINAL_PREFIX + "full-shop")
+    assert store.score_batch(batch).seen.sum() == 0  # the retry once Redis has room records every row
+
+
 def test_a_hash_in_the_earlier_text_layout_is_refused_with_the_fix_not_misread(store: RedisStore):
     t0 = int(START.timestamp())
     key = store._prefix + CUSTOMER_PREFIX + "old"

@@ -15,6 +15,11 @@ only (about 31 days of a customer): Lua numbers are doubles, exact to 2**53. A c
 int32 (no card makes 2**31 transactions in a month); a terminal's counts are doubles, as a busy merchant's terminal
 may record hundreds of transactions a second.
 
+Each script reads every hash it needs before its first write, works on them in memory and writes each changed one
+once at the end, so a call that fails (a refused hash, a bad value) writes nothing; Redis at ``maxmemory`` refuses a
+script's writes only before its first one (``scriptVerifyOOM`` in Redis's script.c, ``luaRedisGenericCommand`` in
+6.x's scripting.c), so that too leaves nothing half-written.
+
 A store written by an earlier version (a field per tile, ``F<minute>``/``H<hour>``, or text tiles
 ``f<minute>``/``h<hour>``) is refused with an error naming the fix, never misread.
 """
@@ -154,11 +159,18 @@ local function sums(fine, coarse, width, lims, first, nwin, out)
   end
 end
 
--- An entity's hash: fine, coarse, since, newest, records.
+-- The entities a call touches, read once (in the order first met) and written back once at the end.
+local ents, order = {}, {}
 local function entity(key)
-  local h = redis.call('HMGET', key, 'fine', 'coarse', 'since', 'newest', '_p')
-  if not h[2] and h[4] then old_layout(key) end
-  return h[1] or '', h[2] or '', h[3], h[4], tonumber(h[5]) or 0
+  local e = ents[key]
+  if not e then
+    local h = redis.call('HMGET', key, 'fine', 'coarse', 'since', 'newest', '_p')
+    if not h[2] and h[4] then old_layout(key) end
+    e = {fine = h[1] or '', coarse = h[2] or '', since = h[3], newest = h[4], p = tonumber(h[5]) or 0}
+    ents[key] = e
+    order[#order + 1] = key
+  end
+  return e
 end
 """
 
@@ -180,45 +192,62 @@ local cwin, twin = tonumber(ARGV[10]), tonumber(ARGV[11])
 local stride = 8
 local RANGES = '<' .. string.rep('i', 4 * (cwin + twin))
 local out = {}
+-- Read every entity first: a hash that cannot be read fails the call before anything is written.
+for i = 0, rows - 1 do
+  entity(KEYS[3 * i + 1]).customer = true
+  entity(KEYS[3 * i + 2])
+end
+local recorded, records = {}, {}
 for i = 0, rows - 1 do
   local ck, tk, xk = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
   local a = 11 + stride * i
   local secs, minute, hour = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local cents, square, given, rec = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), ARGV[a + 6], ARGV[a + 7]
   local lims = {sunpack(RANGES, ARGV[a + 8])}
-  local seen = redis.call('EXISTS', xk)
+  local seen = (recorded[xk] and 1) or redis.call('EXISTS', xk)
   out[#out + 1] = seen
   local slot = #out + 1
   out[slot] = 0
-  local cfine, ccoarse, since, cnewest, cp = entity(ck)
-  local _, tcoarse, _, tnewest, tp = entity(tk)
-  sums(cfine, ccoarse, 3, lims, 0, cwin, out)
-  sums('', tcoarse, 2, lims, cwin, twin, out)
+  local c, term = ents[ck], ents[tk]
+  sums(c.fine, c.coarse, 3, lims, 0, cwin, out)
+  sums('', term.coarse, 2, lims, cwin, twin, out)
   local t = tonumber(secs)
-  if since and tonumber(since) < t then out[slot] = tonumber(since) else out[slot] = t end
+  if c.since and tonumber(c.since) < t then out[slot] = tonumber(c.since) else out[slot] = t end
   if seen == 0 then
-    redis.call('SET', xk, rec, 'EX', ttl)
+    recorded[xk] = true
+    records[#records + 1] = {xk, rec}
     if given ~= '' then
-      since = given
-    elseif (not since) or tonumber(since) > t then
-      since = secs
+      c.since = given
+    elseif (not c.since) or tonumber(c.since) > t then
+      c.since = secs
     end
-    if (not cnewest) or tonumber(cnewest) < t then cnewest = secs end
-    if (not tnewest) or tonumber(tnewest) < t then tnewest = secs end
-    cfine = added(cfine, 3, minute, 1, cents, square)
-    ccoarse = added(ccoarse, 3, hour, 1, cents, square)
-    tcoarse = added(tcoarse, 2, hour, 1, 0, 0)
-    cp, tp = cp + 1, tp + 1
-    if cp % prune_every == 0 then
-      cfine = pruned(cfine, 3, floor((tonumber(cnewest) - fine_h) / fine_s))
-      ccoarse = pruned(ccoarse, 3, floor((tonumber(cnewest) - coarse_h) / coarse_s))
+    if (not c.newest) or tonumber(c.newest) < t then c.newest = secs end
+    if (not term.newest) or tonumber(term.newest) < t then term.newest = secs end
+    c.fine = added(c.fine, 3, minute, 1, cents, square)
+    c.coarse = added(c.coarse, 3, hour, 1, cents, square)
+    term.coarse = added(term.coarse, 2, hour, 1, 0, 0)
+    c.p, term.p = c.p + 1, term.p + 1
+    if c.p % prune_every == 0 then
+      c.fine = pruned(c.fine, 3, floor((tonumber(c.newest) - fine_h) / fine_s))
+      c.coarse = pruned(c.coarse, 3, floor((tonumber(c.newest) - coarse_h) / coarse_s))
     end
-    if tp % prune_every == 0 then
-      tcoarse = pruned(tcoarse, 2, floor((tonumber(tnewest) - tcoarse_h) / tcoarse_s))
+    if term.p % prune_every == 0 then
+      term.coarse = pruned(term.coarse, 2, floor((tonumber(term.newest) - tcoarse_h) / tcoarse_s))
     end
-    redis.call('HSET', ck, 'fine', cfine, 'coarse', ccoarse, 'since', since, 'newest', cnewest,
-      '_p', string.format('%d', cp))
-    redis.call('HSET', tk, 'coarse', tcoarse, 'newest', tnewest, '_p', string.format('%d', tp))
+    c.dirty, term.dirty = true, true
+  end
+end
+-- Then write: every recorded transaction, every changed entity once.
+for _, r in ipairs(records) do redis.call('SET', r[1], r[2], 'EX', ttl) end
+for _, key in ipairs(order) do
+  local e = ents[key]
+  if e.dirty then
+    if e.customer then
+      redis.call('HSET', key, 'fine', e.fine, 'coarse', e.coarse, 'since', e.since, 'newest', e.newest,
+        '_p', string.format('%d', e.p))
+    else
+      redis.call('HSET', key, 'coarse', e.coarse, 'newest', e.newest, '_p', string.format('%d', e.p))
+    end
   end
 end
 return out
@@ -230,26 +259,37 @@ LABELS = (
     _COMMON
     + """
 local applied, unchanged, unknown = 0, 0, 0
+-- Read every record and terminal first, change them in memory, then write: nothing is half-applied.
+local terminals, order, writes = {}, {}, {}
 for i, xk in ipairs(KEYS) do
   local label = ARGV[i + 1]
   local rec = redis.call('GET', xk)
+  if writes[xk] then rec = writes[xk] end
   if not rec then
     unknown = unknown + 1
   else
-    local terminal, hour, old = string.match(rec, '^(.*)\\t([^\\t]*)\\t([^\\t]*)$')
+    local terminal, hour, old = string.match(rec, '^(.*)\t([^\t]*)\t([^\t]*)$')
     if old == label then
       unchanged = unchanged + 1
     else
       local delta = tonumber(label) - ((old == '-') and 0 or tonumber(old))
       local tk = ARGV[1] .. terminal
-      local h = redis.call('HMGET', tk, 'coarse', 'newest')
-      if not h[1] and h[2] then old_layout(tk) end
-      redis.call('HSET', tk, 'coarse', added(h[1] or '', 2, tonumber(hour), 0, delta, 0))
-      redis.call('SET', xk, terminal .. '\\t' .. hour .. '\\t' .. label, 'KEEPTTL')
+      local coarse = terminals[tk]
+      if not coarse then
+        local h = redis.call('HMGET', tk, 'coarse', 'newest')
+        if not h[1] and h[2] then old_layout(tk) end
+        coarse = h[1] or ''
+        order[#order + 1] = tk
+      end
+      terminals[tk] = added(coarse, 2, tonumber(hour), 0, delta, 0)
+      if not writes[xk] then writes[#writes + 1] = xk end
+      writes[xk] = terminal .. '\t' .. hour .. '\t' .. label
       applied = applied + 1
     end
   end
 end
+for _, tk in ipairs(order) do redis.call('HSET', tk, 'coarse', terminals[tk]) end
+for _, xk in ipairs(writes) do redis.call('SET', xk, writes[xk], 'KEEPTTL') end
 return {applied, unchanged, unknown}
 """
 )
