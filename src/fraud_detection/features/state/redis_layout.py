@@ -159,14 +159,17 @@ local function sums(fine, coarse, width, lims, first, nwin, out)
   end
 end
 
--- The entities a call touches, read once (in the order first met) and written back once at the end.
+-- The entities a call touches, read once (in the order first met) and written back once at the end: HMGET's answer
+-- itself, {fine, coarse, since, newest, records}, with [6] set once changed and [7] for a customer.
+local FINE, COARSE, SINCE, NEWEST, RECORDS, DIRTY, CUSTOMER = 1, 2, 3, 4, 5, 6, 7
 local ents, order = {}, {}
 local function entity(key)
   local e = ents[key]
   if not e then
     local h = redis.call('HMGET', key, 'fine', 'coarse', 'since', 'newest', '_p')
     if not h[2] and h[4] then old_layout(key) end
-    e = {fine = h[1] or '', coarse = h[2] or '', since = h[3], newest = h[4], p = tonumber(h[5]) or 0}
+    h[1], h[2], h[5] = h[1] or '', h[2] or '', tonumber(h[5]) or 0
+    e = h
     ents[key] = e
     order[#order + 1] = key
   end
@@ -194,7 +197,7 @@ local RANGES = '<' .. string.rep('i', 4 * (cwin + twin))
 local out = {}
 -- Read every entity first: a hash that cannot be read fails the call before anything is written.
 for i = 0, rows - 1 do
-  entity(KEYS[3 * i + 1]).customer = true
+  entity(KEYS[3 * i + 1])[CUSTOMER] = true
   entity(KEYS[3 * i + 2])
 end
 local recorded, records = {}, {}
@@ -209,44 +212,45 @@ for i = 0, rows - 1 do
   local slot = #out + 1
   out[slot] = 0
   local c, term = ents[ck], ents[tk]
-  sums(c.fine, c.coarse, 3, lims, 0, cwin, out)
-  sums('', term.coarse, 2, lims, cwin, twin, out)
+  sums(c[FINE], c[COARSE], 3, lims, 0, cwin, out)
+  sums('', term[COARSE], 2, lims, cwin, twin, out)
   local t = tonumber(secs)
-  if c.since and tonumber(c.since) < t then out[slot] = tonumber(c.since) else out[slot] = t end
+  if c[SINCE] and tonumber(c[SINCE]) < t then out[slot] = tonumber(c[SINCE]) else out[slot] = t end
   if seen == 0 then
     recorded[xk] = true
-    records[#records + 1] = {xk, rec}
+    records[#records + 1] = xk
+    records[#records + 1] = rec
     if given ~= '' then
-      c.since = given
-    elseif (not c.since) or tonumber(c.since) > t then
-      c.since = secs
+      c[SINCE] = given
+    elseif (not c[SINCE]) or tonumber(c[SINCE]) > t then
+      c[SINCE] = secs
     end
-    if (not c.newest) or tonumber(c.newest) < t then c.newest = secs end
-    if (not term.newest) or tonumber(term.newest) < t then term.newest = secs end
-    c.fine = added(c.fine, 3, minute, 1, cents, square)
-    c.coarse = added(c.coarse, 3, hour, 1, cents, square)
-    term.coarse = added(term.coarse, 2, hour, 1, 0, 0)
-    c.p, term.p = c.p + 1, term.p + 1
-    if c.p % prune_every == 0 then
-      c.fine = pruned(c.fine, 3, floor((tonumber(c.newest) - fine_h) / fine_s))
-      c.coarse = pruned(c.coarse, 3, floor((tonumber(c.newest) - coarse_h) / coarse_s))
+    if (not c[NEWEST]) or tonumber(c[NEWEST]) < t then c[NEWEST] = secs end
+    if (not term[NEWEST]) or tonumber(term[NEWEST]) < t then term[NEWEST] = secs end
+    c[FINE] = added(c[FINE], 3, minute, 1, cents, square)
+    c[COARSE] = added(c[COARSE], 3, hour, 1, cents, square)
+    term[COARSE] = added(term[COARSE], 2, hour, 1, 0, 0)
+    c[RECORDS], term[RECORDS] = c[RECORDS] + 1, term[RECORDS] + 1
+    if c[RECORDS] % prune_every == 0 then
+      c[FINE] = pruned(c[FINE], 3, floor((tonumber(c[NEWEST]) - fine_h) / fine_s))
+      c[COARSE] = pruned(c[COARSE], 3, floor((tonumber(c[NEWEST]) - coarse_h) / coarse_s))
     end
-    if term.p % prune_every == 0 then
-      term.coarse = pruned(term.coarse, 2, floor((tonumber(term.newest) - tcoarse_h) / tcoarse_s))
+    if term[RECORDS] % prune_every == 0 then
+      term[COARSE] = pruned(term[COARSE], 2, floor((tonumber(term[NEWEST]) - tcoarse_h) / tcoarse_s))
     end
-    c.dirty, term.dirty = true, true
+    c[DIRTY], term[DIRTY] = true, true
   end
 end
 -- Then write: every recorded transaction, every changed entity once.
-for _, r in ipairs(records) do redis.call('SET', r[1], r[2], 'EX', ttl) end
+for j = 1, #records, 2 do redis.call('SET', records[j], records[j + 1], 'EX', ttl) end
 for _, key in ipairs(order) do
   local e = ents[key]
-  if e.dirty then
-    if e.customer then
-      redis.call('HSET', key, 'fine', e.fine, 'coarse', e.coarse, 'since', e.since, 'newest', e.newest,
-        '_p', string.format('%d', e.p))
+  if e[DIRTY] then
+    if e[CUSTOMER] then
+      redis.call('HSET', key, 'fine', e[FINE], 'coarse', e[COARSE], 'since', e[SINCE], 'newest', e[NEWEST],
+        '_p', string.format('%d', e[RECORDS]))
     else
-      redis.call('HSET', key, 'coarse', e.coarse, 'newest', e.newest, '_p', string.format('%d', e.p))
+      redis.call('HSET', key, 'coarse', e[COARSE], 'newest', e[NEWEST], '_p', string.format('%d', e[RECORDS]))
     end
   end
 end
