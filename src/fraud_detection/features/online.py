@@ -20,7 +20,7 @@ Hash layout (shared by every store backend):
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -45,6 +45,39 @@ CUSTOMER_PREFIX = "c:"
 TERMINAL_PREFIX = "t:"
 TRANSACTION_PREFIX = "x:"
 UNKNOWN_LABEL = "-"
+
+
+def tile_field(name: str, aggregates: str) -> tuple[str, int, int] | None:
+    """Where a hash field of the layout above sits, if it is a tile counter.
+
+    Args:
+        name: The field (``f<minute><agg>``, ``h<hour><agg>``, ``since``, ...).
+        aggregates: The entity's counters in order (``nsq`` or ``nf``).
+
+    Returns:
+        (``f`` or ``h``, tile index, the counter's position in ``aggregates``), or None for another field.
+    """
+    if name[:1] in ("f", "h") and name[-1:] in aggregates:
+        return name[0], int(name[1:-1]), aggregates.index(name[-1])
+    return None
+
+
+def tile_fields(kind: str, tiles: Iterable[tuple[int, Sequence[int]]], aggregates: str) -> dict[str, int]:
+    """A tile series as hash fields of the layout above, one per counter (the inverse of :func:`tile_field`).
+
+    Args:
+        kind: ``f`` (minute tiles) or ``h`` (hour tiles).
+        tiles: (tile index, its counters) pairs.
+        aggregates: The entity's counters in order.
+
+    Returns:
+        ``<kind><index><agg>`` to the counter.
+    """
+    out: dict[str, int] = {}
+    for idx, counters in tiles:
+        for agg, value in zip(aggregates, counters, strict=True):
+            out[f"{kind}{idx}{agg}"] = int(value)
+    return out
 
 
 @dataclass(frozen=True)

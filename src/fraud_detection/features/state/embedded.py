@@ -37,6 +37,8 @@ from fraud_detection.features.online import (
     PreStates,
     RawTransaction,
     TileSeries,
+    tile_field,
+    tile_fields,
     tile_ranges,
     tiles_for,
     transaction_record,
@@ -82,11 +84,12 @@ class _Entity:
         tiles: dict[str, dict[int, list[int]]] = {}
         for name, value in fields.items():
             v = int(value)
-            kind = name[:1]
-            if kind in ("f", "h") and name[-1] in self.aggregates:
+            tile = tile_field(name, self.aggregates)
+            if tile is not None:
+                kind, idx, counter = tile
                 if kind not in tiles:
                     tiles[kind] = dict((self.fine if kind == "f" else self.coarse).items())
-                tiles[kind].setdefault(int(name[1:-1]), [0] * width)[self.aggregates.index(name[-1])] = v
+                tiles[kind].setdefault(idx, [0] * width)[counter] = v
             elif name == "since":
                 self.since = v if self.since is None else min(self.since, v)
             elif name == "newest":
@@ -98,11 +101,10 @@ class _Entity:
 
     def fields(self) -> dict[str, int]:
         """The entity as hash fields."""
-        out: dict[str, int] = {}
-        for kind, tiles in (("f", self.fine), ("h", self.coarse)):
-            for idx, counters in tiles.items():
-                for agg, value in zip(self.aggregates, counters, strict=True):
-                    out[f"{kind}{idx}{agg}"] = value
+        out = {
+            **tile_fields("f", self.fine.items(), self.aggregates),
+            **tile_fields("h", self.coarse.items(), self.aggregates),
+        }
         for name, known in (("since", self.since), ("newest", self.newest)):
             if known is not None:
                 out[name] = known

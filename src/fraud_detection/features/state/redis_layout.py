@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 
 from fraud_detection.features.definitions import MINUTE
-from fraud_detection.features.online import tile_ranges
+from fraud_detection.features.online import tile_field, tile_fields, tile_ranges
 
 #: Record of a customer tile: index, running n, s, q.
 CUSTOMER_RECORD_FORMAT = "<iidd"
@@ -46,7 +46,10 @@ local sunpack, spack, floor, concat, byte = struct.unpack, struct.pack, math.flo
 local FORMAT = {{[3] = '{CUSTOMER_RECORD_FORMAT}', [2] = '{TERMINAL_RECORD_FORMAT}'}}
 local SIZE = {{[3] = {struct.calcsize(CUSTOMER_RECORD_FORMAT)}, [2] = {struct.calcsize(TERMINAL_RECORD_FORMAT)}}}
 
-local function old_layout(key)
+-- Refuse a hash of an earlier version: it has a newest event but no `coarse` series (which every hash written by this
+-- layout has, if only empty).
+local function check_layout(key, coarse, newest)
+  if coarse or not newest then return end
   error({{err = 'online store: ' .. key .. ' holds tiles in the layout of an earlier version (a field per tile): '
     .. 'delete the store keys and run `fraud online materialize` again'}})
 end
@@ -167,7 +170,7 @@ local function entity(key)
   local e = ents[key]
   if not e then
     local h = redis.call('HMGET', key, 'fine', 'coarse', 'since', 'newest', '_p')
-    if not h[2] and h[4] then old_layout(key) end
+    check_layout(key, h[2], h[4])
     h[1], h[2], h[5] = h[1] or '', h[2] or '', tonumber(h[5]) or 0
     e = h
     ents[key] = e
@@ -267,8 +270,7 @@ local applied, unchanged, unknown = 0, 0, 0
 local terminals, order, writes = {}, {}, {}
 for i, xk in ipairs(KEYS) do
   local label = ARGV[i + 1]
-  local rec = redis.call('GET', xk)
-  if writes[xk] then rec = writes[xk] end
+  local rec = writes[xk] or redis.call('GET', xk)
   if not rec then
     unknown = unknown + 1
   else
@@ -281,7 +283,7 @@ for i, xk in ipairs(KEYS) do
       local coarse = terminals[tk]
       if not coarse then
         local h = redis.call('HMGET', tk, 'coarse', 'newest')
-        if not h[1] and h[2] then old_layout(tk) end
+        check_layout(tk, h[1], h[2])
         coarse = h[1] or ''
         order[#order + 1] = tk
       end
@@ -306,7 +308,7 @@ LOAD = (
     + """
 local key, width = KEYS[1], tonumber(ARGV[1])
 local h = redis.call('HMGET', key, 'fine', 'coarse', 'newest')
-if not h[2] and h[3] then old_layout(key) end
+check_layout(key, h[2], h[3])
 
 -- `stored` (running sums) with the tiles of `given` (own counters) set.
 local function merged(stored, given)
@@ -401,8 +403,10 @@ def load_arguments(fields: Mapping[str, int], aggregates: str) -> list[int | byt
     series: dict[str, dict[int, list[int]]] = {"f": {}, "h": {}}
     scalars: list[int | bytes | str] = []
     for name, value in fields.items():
-        if name[:1] in series and name[-1:] in aggregates:
-            series[name[0]].setdefault(int(name[1:-1]), [0] * width)[aggregates.index(name[-1])] = int(value)
+        tile = tile_field(name, aggregates)
+        if tile is not None:
+            kind, idx, counter = tile
+            series[kind].setdefault(idx, [0] * width)[counter] = int(value)
         else:
             scalars += [name, int(value)]
     return [width, tile_records(series["f"], width), tile_records(series["h"], width), *scalars]
@@ -438,9 +442,7 @@ def logical_fields(stored: Mapping[str, bytes], aggregates: str) -> dict[str, in
     for name, value in stored.items():
         if name in (FINE_FIELD, COARSE_FIELD):
             kind = "f" if name == FINE_FIELD else "h"
-            for idx, counters in series_tiles(value, len(aggregates)):
-                for agg, counter in zip(aggregates, counters, strict=True):
-                    out[f"{kind}{idx}{agg}"] = counter
+            out.update(tile_fields(kind, series_tiles(value, len(aggregates)), aggregates))
         else:
             out[name] = int(value)
     return out
