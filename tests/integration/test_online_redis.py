@@ -268,3 +268,53 @@ def test_a_hash_in_the_earlier_text_layout_is_refused_with_the_fix_not_misread(s
     store._client.set(store._prefix + "x:n2", f"oldshop\t{t0 // HOUR}\t-")
     with pytest.raises(OnlineStoreUnavailableError, match="materialize"):
         store.apply_labels([("n2", 1)])
+
+
+def test_a_script_redis_has_forgotten_is_loaded_again_and_the_call_succeeds(store: RedisStore, redis: RedisServer):
+    t0 = int(START.timestamp())
+    store.score_batch([RawTransaction("f1", t0, "c", "x", 1.0)])
+    store._client.script_flush()  # as after a restart without persistence of scripts, or SCRIPT FLUSH
+    (state,) = store.score_batch([after := RawTransaction("f2", t0 + MINUTE, "c", "x", 1.0)])
+    assert online_features(after, state)["num_prev_tx_24h"] == 1.0
+    assert store.apply_labels([("f1", 1)]).applied == 1  # the label script too
+
+
+def test_a_connection_redis_closed_while_in_use_fails_that_call_clearly_then_the_next_reconnects(store: RedisStore):
+    t0 = int(START.timestamp())
+    store.score_batch([RawTransaction("k1", t0, "c", "x", 1.0)])
+    store._client.client_kill_filter(_type="normal", skipme=True)  # a failover, just as the call is sent
+    with pytest.raises(OnlineStoreUnavailableError, match="scoring failed: Connection closed by server"):
+        store.score_batch([RawTransaction("k2", t0 + MINUTE, "c", "x", 1.0)])
+    (state,) = store.score_batch([after := RawTransaction("k3", t0 + 2 * MINUTE, "c", "x", 1.0)])
+    assert online_features(after, state)["num_prev_tx_24h"] == 1.0  # k2 never ran: the call is not sent twice
+
+
+def test_an_idle_connection_redis_closed_is_replaced_before_the_call_not_failed(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+):
+    from fraud_detection.features.state import redis_store
+
+    t0 = int(START.timestamp())
+    store.score_batch([RawTransaction("i1", t0, "c", "x", 1.0)])
+    store._client.client_kill_filter(_type="normal", skipme=True)  # Redis's idle `timeout`, a managed Redis
+    monkeypatch.setattr(redis_store, "IDLE_CHECK_SECONDS", 0.0)  # as if idle past the check's threshold
+    (state,) = store.score_batch([after := RawTransaction("i2", t0 + MINUTE, "c", "x", 1.0)])
+    assert online_features(after, state)["num_prev_tx_24h"] == 1.0
+    (retry,) = store.score_batch([RawTransaction("i1", t0, "c", "x", 1.0)])
+    assert retry.seen
+
+
+def test_threads_sharing_one_store_each_get_a_connection_and_lose_no_update(store: RedisStore):
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0, n = int(START.timestamp()), 150
+
+    def write(who: str) -> None:
+        for i in range(n):
+            store.score_batch([RawTransaction(f"{who}-{i}", t0 + i, "shared", "x", 1.0)])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write, ["a", "b", "c", "d"]))
+    customer = store.fields(CUSTOMER_PREFIX + "shared")
+    assert sum(v for k, v in customer.items() if k.startswith("h") and k.endswith("n")) == 4 * n
+    assert len(store._idle) <= 4

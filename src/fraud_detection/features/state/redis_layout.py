@@ -133,28 +133,35 @@ end
 # per window, from features.online.tile_ranges), `first` its first window, `nwin` how many. Appends the sums to
 # `out`.
 _SUMS = """
+local NOTHING = {0, 0, 0}
 local function sums(fine, coarse, width, lims, first, nwin, out)
-  local size = SIZE[width]
-  local found = {{}, {}}  -- bound -> records below it, per series (windows share bounds)
-  local function total(blob, s, lo, hi)
-    local memo = found[s]
-    local b, a = memo[hi], memo[lo]
-    if not b then b = below(blob, size, hi); memo[hi] = b end
-    if not a then a = below(blob, size, lo); memo[lo] = a end
-    if a == b then return 0, 0, 0 end
-    local a1, b1, c1 = through(blob, width, b)
-    local a0, b0, c0 = through(blob, width, a)
-    return a1 - a0, b1 - b0, c1 - c0
+  local size, form = SIZE[width], FORMAT[width]
+  local memo = {{}, {}}  -- per series, bound -> the running sums through the records below it (windows share bounds)
+  local function upto(blob, s, bound)
+    local m = memo[s][bound]
+    if m then return m end
+    local k = below(blob, size, bound)
+    if k == 0 then
+      m = NOTHING
+    else
+      local _, a, b, c = sunpack(form, blob, (k - 1) * size + 1)
+      m = {a, b, c or 0}
+    end
+    memo[s][bound] = m
+    return m
   end
   for w = 0, nwin - 1 do
     local r = 4 * (first + w)
     local x, y, z = 0, 0, 0
     local lo, hi = lims[r + 1], lims[r + 2]
-    if lo < hi and fine ~= '' then x, y, z = total(fine, 1, lo, hi) end
+    if lo < hi and fine ~= '' then
+      local p, q = upto(fine, 1, hi), upto(fine, 1, lo)
+      x, y, z = p[1] - q[1], p[2] - q[2], p[3] - q[3]
+    end
     lo, hi = lims[r + 3], lims[r + 4]
     if lo < hi and coarse ~= '' then
-      local p, q, v = total(coarse, 2, lo, hi)
-      x, y, z = x + p, y + q, z + v
+      local p, q = upto(coarse, 2, hi), upto(coarse, 2, lo)
+      x, y, z = x + (p[1] - q[1]), y + (p[2] - q[2]), z + (p[3] - q[3])
     end
     out[#out + 1] = x
     out[#out + 1] = y
