@@ -112,6 +112,7 @@ class RedisStore(OnlineStore):
             health_check_interval=30,
         )
         self._idle: list[tuple[Any, float]] = []  # script connections and when each was last used (module docstring)
+        self._closed = False
         self._score = self._client.register_script(redis_layout.SCORE)
         self._labels = self._client.register_script(redis_layout.LABELS)
         self._load = self._client.register_script(redis_layout.LOAD)
@@ -177,7 +178,10 @@ class RedisStore(OnlineStore):
                 raise OnlineStoreUnavailableError(f"online store {self.uri}: {what} failed: {exc}") from exc
             raise
         finally:
-            idle.append((conn, time.monotonic()))
+            if self._closed:  # closed while this call ran
+                conn.disconnect()
+            else:
+                idle.append((conn, time.monotonic()))
 
     def score_batch(self, transactions: Sequence[RawTransaction]) -> PreStates:  # noqa: D102
         if not transactions:
@@ -248,6 +252,7 @@ class RedisStore(OnlineStore):
         return redis_layout.logical_fields({k.decode(): v for k, v in raw.items()}, "".join(aggregates))
 
     def close(self) -> None:  # noqa: D102
+        self._closed = True
         while self._idle:
             self._idle.pop()[0].disconnect()
         self._client.close()
