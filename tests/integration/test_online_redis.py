@@ -270,7 +270,7 @@ def test_a_hash_in_the_earlier_text_layout_is_refused_with_the_fix_not_misread(s
         store.apply_labels([("n2", 1)])
 
 
-def test_a_script_redis_has_forgotten_is_loaded_again_and_the_call_succeeds(store: RedisStore, redis: RedisServer):
+def test_a_script_redis_has_forgotten_is_loaded_again_and_the_call_succeeds(store: RedisStore):
     t0 = int(START.timestamp())
     store.score_batch([RawTransaction("f1", t0, "c", "x", 1.0)])
     store._client.script_flush()  # as after a restart without persistence of scripts, or SCRIPT FLUSH

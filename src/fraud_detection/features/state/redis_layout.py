@@ -133,21 +133,15 @@ end
 # per window, from features.online.tile_ranges), `first` its first window, `nwin` how many. Appends the sums to
 # `out`.
 _SUMS = """
-local NOTHING = {0, 0, 0}
 local function sums(fine, coarse, width, lims, first, nwin, out)
-  local size, form = SIZE[width], FORMAT[width]
+  local size = SIZE[width]
   local memo = {{}, {}}  -- per series, bound -> the running sums through the records below it (windows share bounds)
   local function upto(blob, s, bound)
     local m = memo[s][bound]
-    if m then return m end
-    local k = below(blob, size, bound)
-    if k == 0 then
-      m = NOTHING
-    else
-      local _, a, b, c = sunpack(form, blob, (k - 1) * size + 1)
-      m = {a, b, c or 0}
+    if not m then
+      m = {through(blob, width, below(blob, size, bound))}
+      memo[s][bound] = m
     end
-    memo[s][bound] = m
     return m
   end
   for w = 0, nwin - 1 do

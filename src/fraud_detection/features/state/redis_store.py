@@ -138,7 +138,10 @@ class RedisStore(OnlineStore):
         try:
             return fn(*args, **kwargs)
         except redis.RedisError as exc:
-            raise OnlineStoreUnavailableError(f"online store {self.uri}: {what} failed: {exc}") from exc
+            raise self._failed(what, exc) from exc
+
+    def _failed(self, what: str, exc: Exception) -> OnlineStoreUnavailableError:
+        return OnlineStoreUnavailableError(f"online store {self.uri}: {what} failed: {exc}")
 
     def _run(self, what: str, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """One script call on a connection of the store's own (see the module's docstring).
@@ -171,11 +174,11 @@ class RedisStore(OnlineStore):
                 script.sha = self._client.script_load(script.script)
                 return _evalsha(conn, script.sha, keys, args)
         except redis.ResponseError as exc:  # an error reply: the connection is in step
-            raise OnlineStoreUnavailableError(f"online store {self.uri}: {what} failed: {exc}") from exc
+            raise self._failed(what, exc) from exc
         except BaseException as exc:  # anything else may leave an answer unread: start afresh next time
             conn.disconnect()
             if isinstance(exc, redis.RedisError):
-                raise OnlineStoreUnavailableError(f"online store {self.uri}: {what} failed: {exc}") from exc
+                raise self._failed(what, exc) from exc
             raise
         finally:
             if self._closed:  # closed while this call ran
