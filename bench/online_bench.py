@@ -310,9 +310,6 @@ def in_process(uri: str, traffic: Traffic, label_delay_days: int, calls: int) ->
     rows = warm + calls + breakdown + (warm + calls if admin is not None else 0)
     prefix, start = traffic.reserve(rows)
     txs = iter(traffic.transactions(prefix, start, rows))
-    pin = hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1
-    if pin:
-        os.sched_setaffinity(0, {SERVER_CPU})
 
     def steps() -> list[float]:
         for _ in range(warm):
@@ -329,32 +326,33 @@ def in_process(uri: str, traffic: Traffic, label_delay_days: int, calls: int) ->
 
     extra: dict[str, Any] = {}
     try:
-        total = steps()
-        script_us = None
-        if admin is not None:  # the scoring script's own time inside Redis (INFO commandstats)
-            script_us = admin.info("commandstats").get("cmdstat_evalsha", {}).get("usec_per_call")
-        read, derive = [], []
-        for _ in range(breakdown):
-            tx = next(txs)
-            t0 = time.perf_counter()
-            states = store.score_batch([tx])
-            t1 = time.perf_counter()
-            online_feature_matrix([tx], states)
-            read.append(t1 - t0)
-            derive.append(time.perf_counter() - t1)
-        if admin is not None:
-            extra["ping_us"] = ping_us(uri)
-            if pin:
-                redis_pid = int(admin.info("server")["process_id"])
-                os.sched_setaffinity(redis_pid, {SERVER_CPU})
-                try:
-                    same = steps()
-                    extra["same_cpu"] = {"p50_us": _us(same, 50), "p99_us": _us(same, 99), "ping_us": ping_us(uri)}
-                finally:
-                    os.sched_setaffinity(redis_pid, {CLIENT_CPU})
+        with _on_server_cpu() as pin:
+            total = steps()
+            script_us = _script_usec_per_call(admin)
+            read, derive = [], []
+            for _ in range(breakdown):
+                tx = next(txs)
+                t0 = time.perf_counter()
+                states = store.score_batch([tx])
+                t1 = time.perf_counter()
+                online_feature_matrix([tx], states)
+                read.append(t1 - t0)
+                derive.append(time.perf_counter() - t1)
+            if admin is not None:
+                extra["ping_us"] = ping_us(uri)
+                if pin:
+                    redis_pid = int(admin.info("server")["process_id"])
+                    os.sched_setaffinity(redis_pid, {SERVER_CPU})
+                    try:
+                        same = steps()
+                        extra["same_cpu"] = {
+                            "p50_us": _us(same, 50),
+                            "p99_us": _us(same, 99),
+                            "ping_us": ping_us(uri),
+                        }
+                    finally:
+                        os.sched_setaffinity(redis_pid, {CLIENT_CPU})
     finally:
-        if pin:
-            os.sched_setaffinity(0, {CLIENT_CPU})
         if admin is not None:
             admin.close()
         store.close()
@@ -369,27 +367,54 @@ def in_process(uri: str, traffic: Traffic, label_delay_days: int, calls: int) ->
     }
 
 
-def model_floor(bundle_dir: Path, rows: np.ndarray, calls: int = 30) -> dict[str, Any]:
+def model_floor(bundle: Any, rows: np.ndarray, calls: int = 30) -> dict[str, Any]:
     """The compiled scorer alone on the 1,000-row matrix (``Scorer.check`` + ``Scorer.score``), pinned like a server.
 
     No HTTP, JSON or online state: what any request of these rows costs at least with this model.
+
+    Args:
+        bundle: The loaded bundle the servers serve.
+        rows: The 1,000-row matrix of the 1,000-row requests.
+        calls: Timed calls (after three warm-up calls).
     """
-    from fraud_detection.model.bundle import load_bundle
     from fraud_detection.scoring.scorer import Scorer
 
-    scorer = Scorer.from_bundle(load_bundle(bundle_dir))
+    scorer = Scorer.from_bundle(bundle)
     X = np.asarray(rows, dtype=np.float64)
-    pin = hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1
-    if pin:
-        os.sched_setaffinity(0, {SERVER_CPU})
-    try:
+    with _on_server_cpu():
         for _ in range(3):
             scorer.score(scorer.check(X))
         p50_us, _ = timings(lambda: scorer.score(scorer.check(X)), calls)
+    return {"rows": len(X), "calls": calls, "p50_ms": round(p50_us / 1e3, 2), "engine": scorer.engine_name}
+
+
+def _can_pin() -> bool:
+    return hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1
+
+
+@contextmanager
+def _on_server_cpu() -> Iterator[bool]:
+    """Run this process on the servers' CPU for the block (where pinning works), then back on the client's.
+
+    Yields:
+        Whether the process was pinned.
+    """
+    pin = _can_pin()
+    if pin:
+        os.sched_setaffinity(0, {SERVER_CPU})
+    try:
+        yield pin
     finally:
         if pin:
             os.sched_setaffinity(0, {CLIENT_CPU})
-    return {"rows": len(X), "calls": calls, "p50_ms": round(p50_us / 1e3, 2), "engine": scorer.engine_name}
+
+
+def _script_usec_per_call(admin: Any) -> float | None:
+    """The store's scripts' own time per call inside Redis since the last reset (INFO commandstats), or None."""
+    if admin is None:
+        return None
+    usec = admin.info("commandstats").get("cmdstat_evalsha", {}).get("usec_per_call")
+    return float(usec) if usec else None
 
 
 def _us(values: list[float], q: float) -> float:
@@ -442,15 +467,18 @@ def raw_server(
             out[f"grpc_c{c}"] = load
         prefix, start = traffic.reserve(0)
         admin = _redis_admin(uri)
-        if admin is not None:
-            admin.config_resetstat()
-        load = run_wrk(url, raw_script(workdir, traffic, BATCH_ROWS, prefix, start), 1, args.duration)
-        traffic.settle(start, load["rps"] * args.duration * BATCH_ROWS)
-        out["rows_1000"] = {**load, "rows_per_s": _rows_per_s(load, args.duration)}
-        if admin is not None:  # the scoring script's own time inside Redis per 1,000-row call (INFO commandstats)
-            usec = admin.info("commandstats").get("cmdstat_evalsha", {}).get("usec_per_call")
-            out["rows_1000"]["redis_script_ms"] = round(usec / 1e3, 2) if usec else None
-            admin.close()
+        try:
+            if admin is not None:
+                admin.config_resetstat()
+            load = run_wrk(url, raw_script(workdir, traffic, BATCH_ROWS, prefix, start), 1, args.duration)
+            traffic.settle(start, load["rps"] * args.duration * BATCH_ROWS)
+            out["rows_1000"] = {**load, "rows_per_s": _rows_per_s(load, args.duration)}
+            usec = _script_usec_per_call(admin)  # Redis's own script time per 1,000-row call
+            if admin is not None:
+                out["rows_1000"]["redis_script_ms"] = round(usec / 1e3, 2) if usec else None
+        finally:
+            if admin is not None:
+                admin.close()
     return out
 
 
@@ -495,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.mlserver_python = args.mlserver_python or os.environ.get("BENCH_MLSERVER_PYTHON")
     parts = set(args.only or PARTS)
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+    if _can_pin():
         os.sched_setaffinity(0, {CLIENT_CPU})
     workdir = Path(tempfile.mkdtemp(prefix="online-bench-"))
     bundle = args.bundle or build_bundle(workdir)
@@ -565,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("failed; the results so far are in %s, the servers' logs in %s", out, workdir)
         raise
     if "features" in parts:
-        results["model_floor"] = model_floor(bundle, thousand)
+        results["model_floor"] = model_floor(loaded, thousand)
     results["load_after"] = [round(v, 2) for v in os.getloadavg()]
     for directory in ("online-embedded", "online-in-process"):  # the stores' state (tens of MB)
         shutil.rmtree(workdir / directory, ignore_errors=True)
